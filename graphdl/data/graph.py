@@ -1,0 +1,289 @@
+"""``Graph`` and ``Batch``: edge lists sorted by destination, fields keyed ``space.name``.
+
+A graph holds
+* ``edge_index`` ``(2, E)``: row 0 the source, row 1 the destination of each edge, sorted by
+  destination (then source). Edge fields are permuted with it, once, at construction.
+* ``fields``: a flat dict ``"node.h" -> (N, ...)``, ``"edge.e" -> (E, ...)``,
+  ``"graph.y" -> (B, ...)``.
+* ``batch`` ``(N,)`` node -> graph and ``ptr`` ``(B + 1,)`` node offsets of each graph.
+
+The CSR of the adjacency (rows = destinations) and its transpose (rows = sources) are
+built on first use and cached; both are built from tensors without a host sync.
+
+Validation (indices in range, finite features) runs when a graph is made from user data
+(``validate=True``), never inside a model's forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from graphdl.errors import DataError
+from graphdl.ops.csr import CSR
+from graphdl.types import SPACES, split_key
+
+
+class Graph:
+    """One graph or a batch of disjoint graphs (see :func:`collate`).
+
+    Args:
+        edge_index: ``(2, E)`` integer tensor of (source, destination) pairs.
+        num_nodes: number of nodes ``N`` (nodes without edges are allowed).
+        fields: ``{"node.h": (N, d), "edge.e": (E, d), "graph.y": (B, d), ...}``.
+        batch: ``(N,)`` graph id of each node; default all zeros (one graph).
+        num_graphs: number of graphs ``B``; default 1.
+        sort: sort edges by destination (default). Pass ``False`` only when they already are.
+        validate: check indices and fields (one host sync each); default True.
+    """
+
+    def __init__(
+        self,
+        edge_index: Tensor | Sequence[Sequence[int]] | None,
+        num_nodes: int,
+        fields: Mapping[str, Tensor] | None = None,
+        *,
+        batch: Tensor | None = None,
+        num_graphs: int = 1,
+        sort: bool = True,
+        validate: bool = True,
+    ):
+        num_nodes = int(num_nodes)
+        if num_nodes < 0:
+            raise DataError(f"num_nodes must be >= 0, found {num_nodes}")
+        fields = dict(fields or {})
+        device = None
+        for v in fields.values():
+            if isinstance(v, Tensor):
+                device = v.device
+                break
+        if edge_index is None:
+            edge_index = torch.zeros(2, 0, dtype=torch.long, device=device)
+        edge_index = torch.as_tensor(edge_index, device=device)
+        if edge_index.numel() == 0:
+            edge_index = edge_index.reshape(2, 0)
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise DataError(
+                f"edge_index must have shape (2, E) (row 0 sources, row 1 destinations), "
+                f"found shape {tuple(edge_index.shape)}; transpose an (E, 2) edge list with `.t()`"
+            )
+        if edge_index.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
+            raise DataError(f"edge_index must hold integers, found dtype {edge_index.dtype}")
+        edge_index = edge_index.long()
+        self.num_nodes = num_nodes
+        self.num_graphs = int(num_graphs)
+        if validate:
+            _check_edge_index(edge_index, num_nodes)
+        fields = {k: torch.as_tensor(v) for k, v in fields.items()}
+        if sort and edge_index.size(1) > 1:
+            key = edge_index[1] * max(num_nodes, 1) + edge_index[0]
+            perm = torch.sort(key, stable=True).indices
+            edge_index = edge_index[:, perm]
+            fields = {k: (v[perm] if k.startswith("edge.") else v) for k, v in fields.items()}
+        self.edge_index = edge_index
+        if batch is None:
+            batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+        self.batch = batch
+        self.fields: dict[str, Tensor] = {}
+        for k, v in fields.items():
+            self._set(k, v, validate)
+        self._cache: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ fields
+    def _set(self, key: str, value: Tensor, validate: bool = True) -> None:
+        try:
+            space, _ = split_key(key)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        n = {"node": self.num_nodes, "edge": self.num_edges, "graph": self.num_graphs}[space]
+        if value.dim() == 0 or value.size(0) != n:
+            raise DataError(
+                f"field `{key}` must have {n} rows (one per {space}), found shape {tuple(value.shape)}"
+            )
+        if validate and value.is_floating_point():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                row = int(bad.reshape(n, -1).any(1).nonzero()[0, 0])
+                raise DataError(
+                    f"field `{key}` has NaN or infinite values (first at {space} {row}); "
+                    f"clean or impute the input before building the graph"
+                )
+        self.fields[key] = value
+
+    def __getitem__(self, key: str) -> Tensor:
+        try:
+            return self.fields[key]
+        except KeyError:
+            have = ", ".join(sorted(self.fields)) or "none"
+            raise DataError(f"graph has no field `{key}` (fields: {have})") from None
+
+    def __setitem__(self, key: str, value: Tensor) -> None:
+        self._set(key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.fields
+
+    def keys(self, space: str | None = None) -> list[str]:
+        return [k for k in self.fields if space is None or k.startswith(space + ".")]
+
+    # --------------------------------------------------------------- structure
+    @property
+    def num_edges(self) -> int:
+        return self.edge_index.size(1)
+
+    @property
+    def src(self) -> Tensor:
+        return self.edge_index[0]
+
+    @property
+    def dst(self) -> Tensor:
+        return self.edge_index[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.edge_index.device
+
+    @property
+    def ptr(self) -> Tensor:
+        """``(B + 1,)`` offsets of each graph's nodes."""
+        if "ptr" not in self._cache:
+            counts = torch.bincount(self.batch, minlength=self.num_graphs)
+            ptr = torch.zeros(self.num_graphs + 1, dtype=torch.long, device=self.device)
+            torch.cumsum(counts, 0, out=ptr[1:])
+            self._cache["ptr"] = ptr
+        return self._cache["ptr"]  # type: ignore[return-value]
+
+    @property
+    def edge_batch(self) -> Tensor:
+        """``(E,)`` graph id of each edge (that of its destination)."""
+        if "edge_batch" not in self._cache:
+            self._cache["edge_batch"] = self.batch[self.dst]
+        return self._cache["edge_batch"]  # type: ignore[return-value]
+
+    def csr(self) -> CSR:
+        """Adjacency with rows = destinations, columns = sources; entries in edge order."""
+        if "csr" not in self._cache:
+            self._cache["csr"] = CSR.from_sorted_rows(self.dst, self.src, self.num_nodes, self.num_nodes)
+        return self._cache["csr"]  # type: ignore[return-value]
+
+    def csr_t(self) -> CSR:
+        """Transposed adjacency (rows = sources); ``perm`` maps entries to edge ids."""
+        if "csr_t" not in self._cache:
+            self._cache["csr_t"] = CSR.from_coo(self.src, self.dst, self.num_nodes, self.num_nodes)
+        return self._cache["csr_t"]  # type: ignore[return-value]
+
+    def in_degree(self) -> Tensor:
+        return self.csr().degree()
+
+    def out_degree(self) -> Tensor:
+        return self.csr_t().degree()
+
+    # ------------------------------------------------------------ conversions
+    def to(self, device) -> "Graph":
+        g = self._like(self.edge_index.to(device), {k: v.to(device) for k, v in self.fields.items()})
+        g.batch = self.batch.to(device)
+        return g
+
+    def _like(self, edge_index: Tensor, fields: dict[str, Tensor]) -> "Graph":
+        g = object.__new__(type(self))
+        g.num_nodes, g.num_graphs = self.num_nodes, self.num_graphs
+        g.edge_index, g.batch, g.fields, g._cache = edge_index, self.batch, fields, {}
+        return g
+
+    def replace(self, **fields: Tensor) -> "Graph":
+        """A shallow copy with some fields replaced (keys with ``__`` for ``.``: ``node__h``)."""
+        new = dict(self.fields)
+        new.update({k.replace("__", "."): v for k, v in fields.items()})
+        g = self._like(self.edge_index, new)
+        g._cache = self._cache
+        return g
+
+    def add_self_loops(self) -> "Graph":
+        """A copy with one self-loop added to every node (edge fields of new loops are zero)."""
+        loops = torch.arange(self.num_nodes, device=self.device).repeat(2, 1)
+        fields = dict(self.fields)
+        for k in self.keys("edge"):
+            v = fields[k]
+            fields[k] = torch.cat([v, v.new_zeros((self.num_nodes,) + v.shape[1:])])
+        return Graph(
+            torch.cat([self.edge_index, loops], 1), self.num_nodes, fields,
+            batch=self.batch, num_graphs=self.num_graphs, validate=False,
+        )
+
+    def graphs(self) -> list["Graph"]:
+        """Split a batch back into single graphs (a data utility, not for forward passes)."""
+        ptr = self.ptr.tolist()
+        eb = torch.bincount(self.edge_batch, minlength=self.num_graphs)
+        eptr = [0] + torch.cumsum(eb, 0).tolist()
+        out = []
+        for i in range(self.num_graphs):
+            a, b, ea, eb_ = ptr[i], ptr[i + 1], eptr[i], eptr[i + 1]
+            fields = {}
+            for k, v in self.fields.items():
+                space = k.split(".")[0]
+                fields[k] = {"node": v[a:b], "edge": v[ea:eb_], "graph": v[i : i + 1]}[space]
+            out.append(Graph(self.edge_index[:, ea:eb_] - a, b - a, fields, sort=False, validate=False))
+        return out
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.fields.items())
+        kind = "Batch" if self.num_graphs > 1 else "Graph"
+        return f"{kind}(num_nodes={self.num_nodes}, num_edges={self.num_edges}, num_graphs={self.num_graphs}, {fields})"
+
+
+Batch = Graph
+"""A batch is a Graph holding several disjoint graphs; ``batch``/``ptr`` say which node is whose."""
+
+
+def _check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
+    if edge_index.numel() == 0:
+        return
+    lo, hi = int(edge_index.min()), int(edge_index.max())
+    if lo < 0 or hi >= num_nodes:
+        bad = ((edge_index < 0) | (edge_index >= num_nodes)).any(0).nonzero()[0, 0]
+        s, d = edge_index[:, bad].tolist()
+        raise DataError(
+            f"edge {int(bad)} ({s} -> {d}) refers to a node outside 0..{num_nodes - 1}; "
+            f"edge indices must be in [0, num_nodes)"
+        )
+
+
+def collate(graphs: Iterable[Graph]) -> Graph:
+    """Stack graphs into one disjoint-union batch; dst order is kept (no re-sort)."""
+    graphs = list(graphs)
+    if not graphs:
+        raise DataError("cannot collate an empty list of graphs")
+    keys = list(graphs[0].fields)
+    for i, g in enumerate(graphs):
+        if list(g.fields) != keys and set(g.fields) != set(keys):
+            raise DataError(
+                f"graph {i} has fields {sorted(g.fields)} but graph 0 has {sorted(keys)}; "
+                f"all graphs in a batch need the same fields"
+            )
+    sizes = torch.tensor([g.num_nodes for g in graphs])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    device = graphs[0].device
+    edge_index = torch.cat(
+        [g.edge_index + int(o) for g, o in zip(graphs, offsets.tolist())], 1
+    ) if graphs else torch.zeros(2, 0, dtype=torch.long)
+    graph_counts = [g.num_graphs for g in graphs]
+    batch = torch.cat([g.batch + s for g, s in zip(graphs, _cumsum0(graph_counts))]).to(device)
+    fields = {k: torch.cat([g.fields[k] for g in graphs]) for k in keys}
+    out = Graph(
+        edge_index, int(sizes.sum()), fields, batch=batch, num_graphs=sum(graph_counts),
+        sort=False, validate=False,
+    )
+    return out
+
+
+def _cumsum0(xs: list[int]) -> list[int]:
+    out, s = [], 0
+    for x in xs:
+        out.append(s)
+        s += x
+    return out
+
+
+__all__ = ["Graph", "Batch", "collate", "SPACES"]

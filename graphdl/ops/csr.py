@@ -1,0 +1,62 @@
+"""Compressed sparse row structure of a graph's adjacency (rows = destinations)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class CSR:
+    """Row-compressed index of a sparse ``num_rows x num_cols`` matrix.
+
+    Attributes:
+        rowptr: ``(num_rows + 1,)`` offsets of each row's entries.
+        col: ``(nnz,)`` column of each entry, rows ascending.
+        row: ``(nnz,)`` row of each entry (the expanded ``rowptr``).
+        perm: ``(nnz,)`` position of each entry in the original edge order, or ``None``
+            when entries are already in edge order (the dst-sorted adjacency of a Graph).
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    row: Tensor
+    perm: Tensor | None
+    num_rows: int
+    num_cols: int
+
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    @classmethod
+    def from_coo(cls, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> "CSR":
+        """Build from unsorted coordinates; ``perm`` maps CSR entries back to input order."""
+        key = row * max(num_cols, 1) + col
+        perm = torch.sort(key, stable=True).indices
+        row_s, col_s = row[perm], col[perm]
+        counts = torch.bincount(row_s, minlength=num_rows)
+        rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        return cls(rowptr, col_s, row_s, perm, num_rows, num_cols)
+
+    @classmethod
+    def from_sorted_rows(cls, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> "CSR":
+        """Build from coordinates already sorted by row; no permutation is stored."""
+        counts = torch.bincount(row, minlength=num_rows)
+        rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        return cls(rowptr, col, row, None, num_rows, num_cols)
+
+    def degree(self) -> Tensor:
+        """Entries per row, ``(num_rows,)``."""
+        return self.rowptr[1:] - self.rowptr[:-1]
+
+    def to(self, device) -> "CSR":
+        perm = None if self.perm is None else self.perm.to(device)
+        return CSR(
+            self.rowptr.to(device), self.col.to(device), self.row.to(device), perm,
+            self.num_rows, self.num_cols,
+        )

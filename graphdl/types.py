@@ -1,0 +1,196 @@
+"""Field types: frozen, hashable values the compiler checks before any tensor exists.
+
+A field lives on one of three *spaces* (``node``, ``edge``, ``graph``) and has a name;
+its key is ``"<space>.<name>"`` (``node.h``, ``edge.e``, ``graph.u``). Its type is one of
+
+* :class:`Scalar` ``(dim)``: ``dim`` invariant channels, written ``64`` in a spec;
+* :class:`Irreps`: an O(3) representation in e3nn notation, ``1o`` (a vector, e.g.
+  positions) or ``16x0e + 8x1o + 4x2e``;
+* :class:`Frame`: a rigid frame (rotation + translation), stored as ``(N, 4, 3)``: the
+  rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3.
+
+Parsing lives here too (``parse_type``) and needs no e3nn import.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from graphdl.errors import InferenceError
+
+SPACES = ("node", "edge", "graph")
+
+
+class FieldType:
+    """Base of all field types."""
+
+    @property
+    def dim(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def invariant(self) -> bool:
+        """True when every channel is unchanged by rotations and reflections."""
+        return False
+
+    def shape(self) -> tuple[int, ...]:
+        """Trailing shape of the tensor holding the field (after the node/edge/graph axis)."""
+        return (self.dim,)
+
+
+@dataclass(frozen=True)
+class Scalar(FieldType):
+    """``size`` invariant channels."""
+
+    size: int
+
+    @property
+    def dim(self) -> int:
+        return self.size
+
+    @property
+    def invariant(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return str(self.size)
+
+
+_IRREP_RE = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\d+)([eo])\s*$")
+
+
+@dataclass(frozen=True)
+class Irreps(FieldType):
+    """O(3) irreps as a tuple of ``(multiplicity, l, parity)`` with parity ``+1`` (e) or ``-1`` (o)."""
+
+    terms: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Irreps":
+        terms = []
+        for part in str(text).split("+"):
+            m = _IRREP_RE.match(part)
+            if not m:
+                raise ValueError(
+                    f"`{text}` is not an irreps string; expected terms like `16x0e + 8x1o + 2e`"
+                )
+            mul = int(m.group(1)) if m.group(1) is not None else 1
+            terms.append((mul, int(m.group(2)), 1 if m.group(3) == "e" else -1))
+        return cls(tuple(terms))
+
+    @property
+    def dim(self) -> int:
+        return sum(mul * (2 * l + 1) for mul, l, _ in self.terms)
+
+    @property
+    def invariant(self) -> bool:
+        return all(l == 0 and p == 1 for _, l, p in self.terms)
+
+    @property
+    def num_scalars(self) -> int:
+        return sum(mul for mul, l, p in self.terms if l == 0 and p == 1)
+
+    @property
+    def is_vector(self) -> bool:
+        """A single ``1o``: one 3-vector (positions, velocities, forces)."""
+        return self.terms == ((1, 1, -1),)
+
+    def __str__(self) -> str:
+        return " + ".join(f"{mul}x{l}{'e' if p == 1 else 'o'}" for mul, l, p in self.terms)
+
+    def e3nn(self):
+        """The matching ``e3nn.o3.Irreps`` (imports e3nn)."""
+        from e3nn import o3
+
+        return o3.Irreps(str(self))
+
+
+VECTOR = Irreps(((1, 1, -1),))
+
+
+@dataclass(frozen=True)
+class Frame(FieldType):
+    """A rigid frame per node: rotation ``R`` (3x3) and translation ``t`` (3)."""
+
+    @property
+    def dim(self) -> int:
+        return 12
+
+    def shape(self) -> tuple[int, ...]:
+        return (4, 3)
+
+    def __str__(self) -> str:
+        return "frame"
+
+
+def parse_type(value) -> FieldType:
+    """Parse a type as written in a spec: ``64``, ``"1o"``, ``"16x0e + 4x1o"``, ``"frame"``."""
+    if isinstance(value, FieldType):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a field type (a positive dim, irreps or `frame`), found `{value}`")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"a field dim must be a positive integer, found {value}")
+        return Scalar(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "frame":
+            return Frame()
+        if text.isdigit():
+            return parse_type(int(text))
+        if text in ("vector", "position", "pos"):
+            return VECTOR
+        return Irreps.parse(text)
+    raise ValueError(
+        f"expected a field type (a positive dim like 64, irreps like `1o` or `8x0e + 4x1o`, "
+        f"or `frame`), found {type(value).__name__} `{value}`"
+    )
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``"node.h"`` -> ``("node", "h")``, with a clear error for anything else."""
+    space, dot, name = str(key).partition(".")
+    if not dot or space not in SPACES or not name:
+        raise ValueError(
+            f"field `{key}` must be written `<space>.<name>` with space one of node, edge, graph "
+            f"(e.g. `node.h`)"
+        )
+    return space, name
+
+
+class FieldTable(dict):
+    """An ordered mapping ``key -> FieldType`` of the fields present at one point of a stack."""
+
+    def need(self, key: str, block: str = "") -> FieldType:
+        if key not in self:
+            have = ", ".join(f"`{k}`: {v}" for k, v in self.items()) or "none"
+            raise InferenceError(
+                f"{block + ' ' if block else ''}needs field `{key}`, but the stack has none "
+                f"(fields here: {have}); declare it under `inputs:` or produce it in an earlier layer"
+            )
+        return self[key]
+
+    def need_scalar(self, key: str, block: str = "") -> int:
+        """The channel count of an invariant field, or an error naming the field and its type."""
+        t = self.need(key, block)
+        if isinstance(t, Scalar):
+            return t.size
+        if isinstance(t, Irreps) and t.invariant:
+            return t.dim
+        raise InferenceError(
+            f"{block + ' ' if block else ''}is not equivariant and cannot read field `{key}` of "
+            f"type {t} (it would break rotation symmetry); feed it an invariant field, e.g. a norm "
+            f"or the `0e` part of `{key}`"
+        )
+
+    def need_vector(self, key: str, block: str = "") -> None:
+        t = self.need(key, block)
+        if not (isinstance(t, Irreps) and t.is_vector):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}needs `{key}` to be a vector field of type 1o, found {t}"
+            )
+
+    def copy(self) -> "FieldTable":
+        return FieldTable(self)
