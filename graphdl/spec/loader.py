@@ -1,0 +1,390 @@
+"""Load spec files: safe YAML with positions, ``extends:``, ``${...}`` references, ``import:``.
+
+The loader keeps YAML's compose tree long enough to record where every key and value
+sits (``file:line:col``), then hands out plain Python data plus a position map. Nothing
+is ever evaluated: scalars go through ``yaml.SafeLoader``'s constructors only.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from graphdl.errors import Mark, SpecError, did_you_mean
+
+Path = tuple  # a path into the data: ("model", "layers", 2, "heads")
+
+
+def format_path(path: Path) -> str:
+    """``("model", "layers", 2, "heads")`` -> ``model.layers[2].heads``."""
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+@dataclass
+class SpecDoc:
+    """Plain data of a spec with the position of every key and value.
+
+    Attributes:
+        data: the resolved mapping (``extends`` merged, references substituted).
+        file: the file it came from (``<string>`` for text, ``<dict>`` for data).
+        marks: path -> position of the value at that path.
+        key_marks: path -> position of the key naming that path.
+    """
+
+    data: dict
+    file: str
+    marks: dict[Path, Mark] = field(default_factory=dict)
+    key_marks: dict[Path, Mark] = field(default_factory=dict)
+
+    def mark(self, path: Path, *, key: bool = False) -> Mark | None:
+        """Position of ``path`` (or of its key), falling back to the nearest parent."""
+        path = tuple(path)
+        if key and path in self.key_marks:
+            return self.key_marks[path]
+        while True:
+            if path in self.marks:
+                return self.marks[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def error(self, path: Path, message: str, *, key: bool = False) -> SpecError:
+        return SpecError(message, mark=self.mark(path, key=key), path=format_path(path) or None)
+
+    def sub(self, path: Path) -> "SpecDoc":
+        """The document rooted at ``path`` (positions re-keyed), for nested validation."""
+        n = len(path)
+        value = get_path(self.data, path)
+        marks = {p[n:]: m for p, m in self.marks.items() if p[:n] == tuple(path)}
+        keys = {p[n:]: m for p, m in self.key_marks.items() if p[:n] == tuple(path)}
+        return SpecDoc(value, self.file, marks, keys)
+
+    def digest(self) -> str:
+        """A stable hash of the resolved data (positions excluded)."""
+        return hashlib.sha256(yaml.safe_dump(self.data, sort_keys=True).encode()).hexdigest()
+
+
+def get_path(data: Any, path: Path) -> Any:
+    for p in path:
+        data = data[p]
+    return data
+
+
+# ----------------------------------------------------------------------------- YAML
+def _mark(file: str, m) -> Mark:
+    return Mark(file, m.line + 1, m.column + 1)
+
+
+def parse_yaml(text: str, file: str = "<string>") -> SpecDoc:
+    """Parse YAML text with safe constructors, recording positions; errors are SpecErrors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as e:
+            m = e.problem_mark or e.context_mark
+            what = (e.problem or "malformed YAML").strip()
+            ctx = f" ({e.context.strip()})" if e.context else ""
+            raise SpecError(f"malformed YAML: {what}{ctx}", mark=_mark(file, m) if m else Mark(file, 1, 1)) from None
+        except yaml.YAMLError as e:
+            raise SpecError(f"malformed YAML: {e}", mark=Mark(file, 1, 1)) from None
+        doc = SpecDoc({}, file)
+        if node is None:
+            raise SpecError("the spec is empty; expected a mapping starting with `graphdl: 1`", mark=Mark(file, 1, 1))
+        data = _convert(loader, node, (), doc)
+    finally:
+        loader.dispose()
+    doc.data = data
+    return doc
+
+
+def _convert(loader, node, path: Path, doc: SpecDoc) -> Any:
+    doc.marks[path] = _mark(doc.file, node.start_mark)
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        loader.flatten_mapping(node)
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise SpecError("mapping keys must be plain scalars", mark=_mark(doc.file, knode.start_mark),
+                                path=format_path(path) or None)
+            key = _scalar(loader, knode, path, doc)
+            if isinstance(key, (list, dict)) or key is None:
+                raise SpecError(f"invalid mapping key `{knode.value}`", mark=_mark(doc.file, knode.start_mark))
+            key = key if isinstance(key, str) else str(key)
+            if key in out:
+                raise SpecError(
+                    f"duplicate key `{key}` (first at line {doc.key_marks[path + (key,)].line}); "
+                    f"YAML would silently keep only the last one—remove one of them",
+                    mark=_mark(doc.file, knode.start_mark), path=format_path(path + (key,)),
+                )
+            doc.key_marks[path + (key,)] = _mark(doc.file, knode.start_mark)
+            out[key] = _convert(loader, vnode, path + (key,), doc)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(loader, v, path + (i,), doc) for i, v in enumerate(node.value)]
+    return _scalar(loader, node, path, doc)
+
+
+def _scalar(loader, node, path, doc):
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as e:
+        why = (getattr(e, "problem", None) or str(e)).strip().splitlines()[0]
+        raise SpecError(f"cannot read value `{node.value}`: {why} (specs are plain YAML; tags like "
+                        f"`!!python/...` are never executed)", mark=_mark(doc.file, node.start_mark),
+                        path=format_path(path) or None) from None
+
+
+# ------------------------------------------------------------------------ extends
+def _merge(base: SpecDoc, child: SpecDoc) -> SpecDoc:
+    """Deep-merge ``child`` over ``base``: mappings merge key by key, anything else is replaced."""
+    out = SpecDoc(copy.deepcopy(base.data), child.file, dict(base.marks), dict(base.key_marks))
+
+    def walk(dst: dict, src: dict, path: Path) -> None:
+        for k, v in src.items():
+            p = path + (k,)
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                walk(dst[k], v, p)
+                out.marks[p] = child.marks.get(p, out.marks.get(p))
+                continue
+            # replaced wholesale: drop the base's positions below p
+            for q in [q for q in out.marks if q[: len(p)] == p]:
+                del out.marks[q]
+            for q in [q for q in out.key_marks if q[: len(p)] == p]:
+                del out.key_marks[q]
+            dst[k] = copy.deepcopy(v)
+            for q, m in child.marks.items():
+                if q[: len(p)] == p:
+                    out.marks[q] = m
+            for q, m in child.key_marks.items():
+                if q[: len(p)] == p:
+                    out.key_marks[q] = m
+
+    walk(out.data, child.data, ())
+    out.marks[()] = child.marks.get((), Mark(child.file, 1, 1))
+    return out
+
+
+def _load_file(path: str, chain: tuple[str, ...], do_imports: bool) -> SpecDoc:
+    apath = os.path.abspath(path)
+    if apath in chain:
+        names = " -> ".join(os.path.relpath(p) for p in chain + (apath,))
+        raise SpecError(f"`extends` cycle: {names}; remove one of the `extends:` entries",
+                        mark=Mark(os.path.relpath(chain[-1]), 1, 1), path="extends")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SpecError(f"spec file `{path}` does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read spec file `{path}`: {e}") from None
+    doc = parse_yaml(text, os.path.normpath(path))
+    if not isinstance(doc.data, dict):
+        raise SpecError(f"a spec must be a mapping (key: value lines), found a {type(doc.data).__name__}",
+                        mark=doc.mark(()))
+    base_dir = os.path.dirname(apath)
+    ext = doc.data.pop("extends", None)
+    if ext is not None:
+        bases = ext if isinstance(ext, list) else [ext]
+        merged: SpecDoc | None = None
+        for i, b in enumerate(bases):
+            where = ("extends", i) if isinstance(ext, list) else ("extends",)
+            if not isinstance(b, str):
+                raise doc.error(where, f"`extends` expects a file path (or a list of them), found `{b}`")
+            bpath = os.path.join(base_dir, b)
+            if not os.path.exists(bpath):
+                raise doc.error(where, f"base spec `{b}` not found (looked at {os.path.relpath(bpath)})")
+            base = _load_file(bpath, chain + (apath,), do_imports)
+            merged = base if merged is None else _merge(merged, base)
+        assert merged is not None
+        doc = _merge(merged, doc)
+    if do_imports:
+        run_imports(doc, base_dir)
+    return doc
+
+
+def run_imports(doc: SpecDoc, base_dir: str) -> None:
+    """Import the user modules named under ``import:`` so their blocks get registered."""
+    imports = doc.data.get("import")
+    if imports is None:
+        return
+    items = imports if isinstance(imports, list) else [imports]
+    for i, name in enumerate(items):
+        where = ("import", i) if isinstance(imports, list) else ("import",)
+        if not isinstance(name, str):
+            raise doc.error(where, f"`import` expects module names or .py paths, found `{name}`")
+        try:
+            if name.endswith(".py"):
+                path = name if os.path.isabs(name) else os.path.join(base_dir, name)
+                if not os.path.exists(path):
+                    raise doc.error(where, f"import `{name}`: file not found (looked at {os.path.relpath(path)})")
+                modname = "graphdl_user_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+                if modname not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(modname, path)
+                    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                    sys.modules[modname] = mod
+                    try:
+                        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+                    except BaseException:
+                        del sys.modules[modname]
+                        raise
+            else:
+                importlib.import_module(name)
+        except SpecError:
+            raise
+        except ModuleNotFoundError as e:
+            raise doc.error(where, f"import `{name}`: module not found ({e}); give a module on the "
+                                   f"Python path or a .py file relative to the spec") from None
+        except Exception as e:  # the user's module raised while importing
+            raise doc.error(where, f"import `{name}` failed: {type(e).__name__}: {e}") from None
+
+
+# ---------------------------------------------------------------------- references
+_REF = re.compile(r"\$\{([^{}]*)\}")
+
+
+def _lookup(data: Any, ref: str) -> tuple[Any, Path]:
+    """Resolve a dotted reference; keys may contain dots (``inputs.node.h``) and ``[i]`` indices."""
+    tokens: list = []
+    for part in ref.strip().split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
+        if not m:
+            raise KeyError(ref)
+        if m.group(1):
+            tokens.append(m.group(1))
+        tokens.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    path: list = []
+    cur = data
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if isinstance(cur, list):
+            if isinstance(t, str) and t.isdigit():
+                t = int(t)
+            if not isinstance(t, int) or t >= len(cur):
+                raise KeyError(ref)
+            cur = cur[t]
+            path.append(t)
+            i += 1
+            continue
+        if not isinstance(cur, dict):
+            raise KeyError(ref)
+        # longest run of dot-joined string tokens that names a key
+        for j in range(len(tokens), i, -1):
+            run = tokens[i:j]
+            if all(isinstance(r, str) for r in run) and ".".join(run) in cur:
+                key = ".".join(run)
+                cur = cur[key]
+                path.append(key)
+                i = j
+                break
+        else:
+            raise KeyError(ref)
+    return cur, tuple(path)
+
+
+def _all_paths(data: Any, prefix: str = "") -> list[str]:
+    out = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            p = f"{prefix}.{k}" if prefix else str(k)
+            out.append(p)
+            out += _all_paths(v, p)
+    return out
+
+
+def resolve_references(doc: SpecDoc) -> None:
+    """Substitute every ``${path}`` in place. A whole-string reference keeps the value's type."""
+    root = doc.data
+    resolving: list[Path] = []
+
+    def value_at(ref: str, at: Path) -> Any:
+        try:
+            target, tpath = _lookup(root, ref)
+        except KeyError:
+            raise doc.error(at, f"reference `${{{ref}}}` names nothing in the spec"
+                                f"{did_you_mean(ref, _all_paths(root))}") from None
+        if tpath in resolving:
+            chain = " -> ".join(format_path(p) for p in resolving + [tpath])
+            raise doc.error(at, f"reference cycle: {chain}")
+        resolving.append(tpath)
+        try:
+            resolved = walk(target, tpath)
+        finally:
+            resolving.pop()
+        return resolved
+
+    def walk(v: Any, path: Path) -> Any:
+        if isinstance(v, dict):
+            for k in list(v):
+                v[k] = walk(v[k], path + (k,))
+            return v
+        if isinstance(v, list):
+            for i in range(len(v)):
+                v[i] = walk(v[i], path + (i,))
+            return v
+        if isinstance(v, str) and "${" in v:
+            whole = _REF.fullmatch(v.strip())
+            if whole:
+                return copy.deepcopy(value_at(whole.group(1), path))
+
+            def sub(m):
+                val = value_at(m.group(1), path)
+                if isinstance(val, (dict, list)):
+                    raise doc.error(path, f"`${{{m.group(1)}}}` is a {type(val).__name__} and cannot be "
+                                          f"spliced into text; use it as the whole value")
+                return str(val)
+
+            out = _REF.sub(sub, v)
+            if "${" in out:
+                raise doc.error(path, f"unterminated reference in `{v}`; write `${{path.to.value}}`")
+            return out
+        return v
+
+    walk(root, ())
+
+
+# ---------------------------------------------------------------------- entry points
+def load_spec(source: str | os.PathLike | dict, *, imports: bool = True) -> SpecDoc:
+    """Load a spec from a file path, or from an already-parsed mapping (tests, Python users).
+
+    Applies ``extends:`` (relative to the file), runs ``import:`` and resolves ``${...}``.
+    """
+    if isinstance(source, dict):
+        doc = SpecDoc(copy.deepcopy(source), "<dict>", {(): Mark("<dict>", 1, 1)})
+        if "extends" in doc.data:
+            raise SpecError("`extends` needs a spec file (paths are relative to it)", path="extends")
+        if imports:
+            run_imports(doc, os.getcwd())
+    else:
+        doc = _load_file(os.fspath(source), (), imports)
+    resolve_references(doc)
+    return doc
+
+
+def load_spec_text(text: str, file: str = "<string>", *, base_dir: str | None = None) -> SpecDoc:
+    """Load a spec from YAML text (no ``extends``), e.g. for tests and fuzzing."""
+    doc = parse_yaml(text, file)
+    if not isinstance(doc.data, dict):
+        raise SpecError(f"a spec must be a mapping (key: value lines), found a {type(doc.data).__name__}",
+                        mark=doc.mark(()))
+    if "extends" in doc.data:
+        raise doc.error(("extends",), "`extends` needs a spec file (paths are relative to it)")
+    run_imports(doc, base_dir or os.getcwd())
+    resolve_references(doc)
+    return doc

@@ -1,0 +1,281 @@
+"""Validated spec: the top-level sections, typed.
+
+Top-level keys of a model spec::
+
+    graphdl: 1                 # spec format version (required)
+    name: gcn-cora             # optional
+    description: ...           # optional
+    import: [my_blocks.py]     # user modules that register blocks (optional)
+    extends: base.yaml         # merged by the loader (optional)
+    inputs:                    # the fields a batch brings, with types
+      node.h: 16
+      edge.e: 4
+    graph:                     # how the message-passing graph is made (default: given)
+      kind: given              # given | complete | radius | knn
+    model:
+      layers: [...]            # blocks, each `type: <registered block>` + its parameters
+      outputs: [graph.y]       # fields the model returns (default: what the last layer writes)
+
+Other sections (``task``, ``dataset``, ``train``, ...) are registered by the packages that
+use them (:func:`register_section`), each with its own pydantic model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+
+from graphdl.errors import SpecError, did_you_mean
+from graphdl.spec.loader import Path, SpecDoc, format_path, load_spec, load_spec_text
+from graphdl.types import FieldTable, parse_type, split_key
+
+SPEC_VERSION = 1
+STEP_KEYS = ("repeat", "share_weights", "residual", "label")
+"""Keys every layer entry accepts besides its block's parameters."""
+
+
+class GraphSpec(BaseModel):
+    """How edges are made for message passing.
+
+    ``given``: the dataset's edges. ``complete``: every ordered pair of distinct nodes of a
+    graph. ``radius``: pairs closer than ``cutoff`` (at most ``max_neighbors`` nearest per
+    node). ``knn``: each node's ``k`` nearest neighbours. ``positions`` names the field the
+    geometric builders read. ``self_loops`` adds one loop per node.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["given", "complete", "radius", "knn"] = "given"
+    positions: str = "node.pos"
+    cutoff: PositiveFloat | None = None
+    max_neighbors: PositiveInt | None = None
+    k: PositiveInt | None = None
+    self_loops: bool = False
+
+
+class ModelSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[Any]
+    outputs: list[str] | None = None
+
+
+SECTIONS: dict[str, type[BaseModel]] = {}
+_SECTION_MODULES = ("graphdl.train.sections", "graphdl.wl.sections", "graphdl.geometric.sections")
+
+
+def register_section(name: str, model: type[BaseModel]) -> None:
+    """Register a top-level spec section validated by ``model``."""
+    SECTIONS[name] = model
+
+
+def _load_sections() -> None:
+    for mod in _SECTION_MODULES:
+        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) is not None:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as e:
+                if e.name != mod:
+                    raise
+
+
+CORE_KEYS = ("graphdl", "name", "description", "import", "inputs", "graph", "model")
+
+
+@dataclass
+class LayerEntry:
+    """One layer of the stack as written: its block params (unvalidated) and step options."""
+
+    index: int
+    raw: dict
+    path: Path
+    repeat: int = 1
+    share_weights: bool = False
+    residual: bool = False
+    label: str | None = None
+
+
+@dataclass
+class Spec:
+    """A spec after loading and top-level validation (blocks are checked by the compiler)."""
+
+    doc: SpecDoc
+    name: str | None
+    inputs: FieldTable
+    graph: GraphSpec
+    layers: list[LayerEntry]
+    outputs: list[str] | None
+    sections: dict[str, BaseModel] = field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def file(self) -> str:
+        return self.doc.file
+
+
+# ---------------------------------------------------------------------- validation
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cur: Any = model
+    for part in loc:
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+            return None
+        f = cur.model_fields.get(part) if isinstance(part, str) else None
+        if f is None:
+            return None
+        cur = f.annotation
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _describe_input(v: Any) -> str:
+    if isinstance(v, str):
+        return f"`{v}` (text)"
+    if isinstance(v, bool):
+        return f"`{str(v).lower()}` (boolean)"
+    if isinstance(v, (int, float)):
+        return f"`{v}`"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if v is None:
+        return "nothing (null)"
+    return f"`{v}`"
+
+
+def validate_model(model: type[BaseModel], data: Any, doc: SpecDoc, path: Path, what: str = "") -> BaseModel:
+    """``model.model_validate(data)``, turning the first error into a one-line SpecError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors()
+        err = errs[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic puts union member names and tags in loc; keep the real keys only
+        real: list = []
+        cur = data
+        for p in loc:
+            if isinstance(cur, dict) and p in cur:
+                real.append(p)
+                cur = cur[p]
+            elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+                real.append(p)
+                cur = cur[p]
+            elif err["type"] in ("extra_forbidden", "missing") and p == loc[-1]:
+                real.append(p)
+        full = tuple(path) + tuple(real)
+        kind = err["type"]
+        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+        if kind == "extra_forbidden":
+            key = real[-1] if real else loc[-1]
+            sub = _model_at(model, tuple(real[:-1]))
+            allowed = list(sub.model_fields) if sub is not None else []
+            allowed = [a for a in allowed if a != "type"]
+            hint = did_you_mean(str(key), allowed) if allowed else ""
+            raise doc.error(full, f"unknown key `{key}`{' in ' + what if what else ''}{hint}{more}", key=True) from None
+        if kind == "missing":
+            raise doc.error(full[:-1], f"missing required key `{loc[-1]}`{' for ' + what if what else ''}{more}") from None
+        msg = err["msg"]
+        if msg.startswith("Input should be "):
+            msg = "expected " + msg[len("Input should be "):]
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            raise doc.error(full, msg + more) from None
+        raise doc.error(full, f"{msg}, found {_describe_input(err.get('input'))}{more}") from None
+
+
+def _require_mapping(doc: SpecDoc, path: Path, value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise doc.error(path, f"`{format_path(path)}` must be a mapping ({what}), found {_describe_input(value)}")
+    return value
+
+
+def parse_spec(source: Any) -> Spec:
+    """Load (file path, mapping or :class:`SpecDoc`) and validate the top level of a spec."""
+    doc = source if isinstance(source, SpecDoc) else load_spec(source)
+    data = _require_mapping(doc, (), doc.data, "key: value lines")
+    _load_sections()
+    if "graphdl" not in data:
+        raise doc.error((), "missing `graphdl: 1` at the top of the spec (the spec format version)")
+    if data["graphdl"] != SPEC_VERSION or isinstance(data["graphdl"], bool):
+        raise doc.error(("graphdl",), f"unsupported spec version `{data['graphdl']}`; this graphdl reads "
+                                      f"`graphdl: {SPEC_VERSION}`")
+    for key in data:
+        if key not in CORE_KEYS and key not in SECTIONS:
+            raise doc.error((key,), f"unknown top-level key `{key}`"
+                                    f"{did_you_mean(str(key), list(CORE_KEYS) + list(SECTIONS))}", key=True)
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise doc.error((key,), f"`{key}` must be text, found {_describe_input(data[key])}")
+
+    inputs = FieldTable()
+    raw_inputs = _require_mapping(doc, ("inputs",), data.get("inputs", {}),
+                                  "field: type, e.g. `node.h: 16`")
+    for k, v in raw_inputs.items():
+        try:
+            split_key(k)
+        except ValueError as e:
+            raise doc.error(("inputs", k), str(e), key=True) from None
+        try:
+            inputs[k] = parse_type(v)
+        except ValueError as e:
+            raise doc.error(("inputs", k), str(e)) from None
+
+    graph = validate_model(GraphSpec, data.get("graph", {}) or {}, doc, ("graph",), "graph")
+    assert isinstance(graph, GraphSpec)
+    if graph.kind == "radius" and graph.cutoff is None:
+        raise doc.error(("graph",), "graph kind `radius` needs `cutoff:` (a distance, e.g. 5.0)")
+    if graph.kind == "knn" and graph.k is None:
+        raise doc.error(("graph",), "graph kind `knn` needs `k:` (neighbours per node, e.g. 16)")
+    if graph.kind in ("radius", "knn") and graph.positions not in inputs:
+        raise doc.error(("graph", "positions"), f"graph kind `{graph.kind}` reads positions from "
+                                                f"`{graph.positions}`, which is not declared under `inputs:`")
+
+    if "model" not in data:
+        raise doc.error((), "missing `model:` section (with `layers:`)")
+    model = validate_model(ModelSection, data["model"], doc, ("model",), "model")
+    layers = []
+    for i, entry in enumerate(model.layers):
+        path = ("model", "layers", i)
+        if not isinstance(entry, dict):
+            raise doc.error(path, f"each layer must be a mapping with a `type:`, found {_describe_input(entry)}")
+        if "type" not in entry:
+            raise doc.error(path, "layer has no `type:`; name a block, e.g. `type: gcn`")
+        raw = {k: v for k, v in entry.items() if k not in STEP_KEYS}
+        le = LayerEntry(i, raw, path)
+        if "repeat" in entry:
+            r = entry["repeat"]
+            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+                raise doc.error(path + ("repeat",), f"`repeat` must be a positive integer, found {_describe_input(r)}")
+            le.repeat = r
+        for flag in ("share_weights", "residual"):
+            if flag in entry:
+                if not isinstance(entry[flag], bool):
+                    raise doc.error(path + (flag,), f"`{flag}` must be true or false, found {_describe_input(entry[flag])}")
+                setattr(le, flag, entry[flag])
+        if "label" in entry:
+            if not isinstance(entry["label"], str):
+                raise doc.error(path + ("label",), f"`label` must be text, found {_describe_input(entry['label'])}")
+            le.label = entry["label"]
+        if le.share_weights and le.repeat == 1:
+            raise doc.error(path + ("share_weights",), "`share_weights: true` only means something with `repeat: N` (N > 1)")
+        layers.append(le)
+    if model.outputs is not None:
+        for j, o in enumerate(model.outputs):
+            try:
+                split_key(o)
+            except ValueError as e:
+                raise doc.error(("model", "outputs", j), str(e)) from None
+
+    sections = {}
+    for key, sec_model in SECTIONS.items():
+        if key in data:
+            sections[key] = validate_model(sec_model, data[key], doc, (key,), key)
+    return Spec(doc, data.get("name"), inputs, graph, layers, model.outputs, sections, data.get("description"))
+
+
+def parse_spec_text(text: str, file: str = "<string>") -> Spec:
+    return parse_spec(load_spec_text(text, file))
