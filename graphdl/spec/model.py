@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
@@ -118,16 +119,84 @@ class Spec:
 
 
 # ---------------------------------------------------------------------- validation
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    cur: Any = model
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Union, Optional, Annotated, list)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list = []
+    for a in get_args(ann):
+        out += [m for m in _models_in(a) if m not in out]
+    return out
+
+
+def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
+    """The candidate models at ``loc`` (pydantic's error location, union tags included)."""
+    cands: list = [model]
     for part in loc:
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
-            return None
-        f = cur.model_fields.get(part) if isinstance(part, str) else None
-        if f is None:
-            return None
-        cur = f.annotation
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+        if isinstance(part, int):
+            continue
+        owners = [m for m in cands if _field(m, part) is not None]
+        if owners:
+            nxt: list = []
+            for m in owners:
+                nxt += [x for x in _models_in(_field(m, part).annotation) if x not in nxt]
+            cands = nxt
+            continue
+        # a union tag (``linear``): keep the members whose discriminator admits it
+        tagged = [m for m in cands if any(part in get_args(f.annotation) for f in m.model_fields.values())]
+        if tagged:
+            cands = tagged
+        # anything else (``tagged-union[...]``, ``literal[...]``) names no data level
+    return cands
+
+
+def _field(model: type[BaseModel], key: Any):
+    for name, f in model.model_fields.items():
+        if key == (f.alias or name):
+            return f
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cands = _models_at(model, loc)
+    return cands[0] if len(cands) == 1 else None
+
+
+_MISMATCH = {"literal_error", "model_attributes_type", "model_type", "dict_type", "string_type", "bool_type",
+             "int_type", "float_type", "list_type", "none_required", "is_instance_of", "bool_parsing",
+             "int_parsing", "float_parsing"}
+
+
+def _pick_error(errs: list[dict], data: Any) -> tuple[dict, tuple]:
+    """The error to report: within the first offending key, the one that reaches deepest into
+    the data (a union reports one error per member; the member that matched furthest is the
+    one the user meant), preferring an unknown key (a typo) and a failed tag over a mismatch."""
+    def real_loc(err) -> tuple:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        real: list = []
+        cur = data
+        for p in loc:
+            if isinstance(cur, dict) and p in cur:
+                real.append(p)
+                cur = cur[p]
+            elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+                real.append(p)
+                cur = cur[p]
+            elif err["type"] in ("extra_forbidden", "missing") and p == loc[-1]:
+                real.append(p)
+        return tuple(real)
+
+    first = real_loc(errs[0])[:1]
+    group = [(e, real_loc(e)) for e in errs if real_loc(e)[:1] == first]
+
+    def score(item):
+        e, real = item
+        kind = e["type"]
+        rank = 3 if kind == "extra_forbidden" else 2 if kind.startswith("union_tag") else 0 if kind in _MISMATCH else 1
+        return (len(real), rank)
+
+    best = max(group, key=score)  # max keeps the first of equals
+    return best
 
 
 def _describe_input(v: Any) -> str:
@@ -152,39 +221,44 @@ def validate_model(model: type[BaseModel], data: Any, doc: SpecDoc, path: Path, 
         return model.model_validate(data)
     except ValidationError as e:
         errs = e.errors()
-        err = errs[0]
+        err, real = _pick_error(errs, data)
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # pydantic puts union member names and tags in loc; keep the real keys only
-        real: list = []
-        cur = data
-        for p in loc:
-            if isinstance(cur, dict) and p in cur:
-                real.append(p)
-                cur = cur[p]
-            elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
-                real.append(p)
-                cur = cur[p]
-            elif err["type"] in ("extra_forbidden", "missing") and p == loc[-1]:
-                real.append(p)
         full = tuple(path) + tuple(real)
         kind = err["type"]
-        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+        others = {_pick_error([x], data)[1][:1] for x in errs} - {real[:1]}
+        more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
         if kind == "extra_forbidden":
             key = real[-1] if real else loc[-1]
-            sub = _model_at(model, tuple(real[:-1]))
-            allowed = list(sub.model_fields) if sub is not None else []
-            allowed = [a for a in allowed if a != "type"]
+            subs = _models_at(model, loc[:-1])
+            allowed = sorted({f.alias or n for m in subs for n, f in m.model_fields.items()} - {"type"})
             hint = did_you_mean(str(key), allowed) if allowed else ""
             raise doc.error(full, f"unknown key `{key}`{' in ' + what if what else ''}{hint}{more}", key=True) from None
         if kind == "missing":
             raise doc.error(full[:-1], f"missing required key `{loc[-1]}`{' for ' + what if what else ''}{more}") from None
+        ctx = err.get("ctx") or {}
+        if kind == "union_tag_invalid":
+            tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+            disc = str(ctx.get("discriminator", "")).strip("'")
+            raise doc.error(full + ((disc,) if disc else ()),
+                            f"unknown {disc or 'kind'} `{ctx.get('tag')}`{did_you_mean(str(ctx.get('tag')), tags)}"
+                            f"{more}") from None
+        if kind == "union_tag_not_found":
+            disc = str(ctx.get("discriminator", "")).strip("'")
+            tags = [t for x in errs if x["type"] == "literal_error" and _pick_error([x], data)[1] == real
+                    for t in re.findall(r"'([^']*)'", str((x.get("ctx") or {}).get("expected", "")))]
+            choices = f" (one of {', '.join(f'`{t}`' for t in tags)})" if tags else ""
+            raise doc.error(full, f"missing key `{disc}`{choices} saying which kind this is{more}") from None
         msg = err["msg"]
         if msg.startswith("Input should be "):
             msg = "expected " + msg[len("Input should be "):]
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
             raise doc.error(full, msg + more) from None
-        raise doc.error(full, f"{msg}, found {_describe_input(err.get('input'))}{more}") from None
+        hint = ""
+        if kind == "literal_error" and isinstance(err.get("input"), str):
+            hint = did_you_mean(err["input"], re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+            hint = hint if hint.startswith("; did you mean") else ""
+        raise doc.error(full, f"{msg}, found {_describe_input(err.get('input'))}{hint}{more}") from None
 
 
 def _require_mapping(doc: SpecDoc, path: Path, value: Any, what: str) -> dict:
