@@ -46,7 +46,14 @@ class SpecError(GraphDLError):
         if self.path:
             parts.append(self.path)
         parts.append(self.message)
-        return ": ".join(parts)
+        return _one_line(": ".join(parts))
+
+
+def _one_line(text: str) -> str:
+    """Escape newlines and other control characters (e.g. echoed from a bad value) to keep one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class InferenceError(GraphDLError):

@@ -90,31 +90,75 @@ def _mark(file: str, m) -> Mark:
     return Mark(file, m.line + 1, m.column + 1)
 
 
+def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A character YAML refuses (control characters, NUL): say which one and where."""
+    pos = max(0, min(int(e.position), len(text)))
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = e.character if isinstance(e.character, str) else chr(e.character)
+    return SpecError(f"malformed YAML: the character {char!r} (U+{ord(char):04X}) is not allowed in YAML; "
+                     f"remove it or write it escaped inside double quotes", mark=Mark(file, line, col))
+
+
+def _marked_error(e: yaml.MarkedYAMLError, file: str) -> SpecError:
+    m = e.problem_mark or e.context_mark
+    what = (e.problem or "malformed YAML").strip()
+    ctx = f" ({e.context.strip()})" if e.context else ""
+    return SpecError(f"malformed YAML: {what}{ctx}", mark=_mark(file, m) if m else Mark(file, 1, 1))
+
+
+MAX_VALUES = 200_000
+"""More values than this after expanding YAML aliases is refused (an "alias bomb")."""
+
+
 def parse_yaml(text: str, file: str = "<string>") -> SpecDoc:
     """Parse YAML text with safe constructors, recording positions; errors are SpecErrors."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(e, text, file) from None
     try:
         try:
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as e:
+            raise _reader_error(e, text, file) from None
         except yaml.MarkedYAMLError as e:
-            m = e.problem_mark or e.context_mark
-            what = (e.problem or "malformed YAML").strip()
-            ctx = f" ({e.context.strip()})" if e.context else ""
-            raise SpecError(f"malformed YAML: {what}{ctx}", mark=_mark(file, m) if m else Mark(file, 1, 1)) from None
+            raise _marked_error(e, file) from None
         except yaml.YAMLError as e:
             raise SpecError(f"malformed YAML: {e}", mark=Mark(file, 1, 1)) from None
+        except RecursionError:
+            raise SpecError("malformed YAML: nested too deeply to read", mark=Mark(file, 1, 1)) from None
         doc = SpecDoc({}, file)
         if node is None:
             raise SpecError("the spec is empty; expected a mapping starting with `graphdl: 1`", mark=Mark(file, 1, 1))
-        data = _convert(loader, node, (), doc)
+        try:
+            data = _convert(loader, node, (), doc)
+        except yaml.MarkedYAMLError as e:  # e.g. a `<<:` merge of something that is not a mapping
+            raise _marked_error(e, file) from None
+        except RecursionError:
+            raise SpecError("the spec is nested too deeply (thousands of levels); flatten it",
+                            mark=Mark(file, 1, 1)) from None
     finally:
         loader.dispose()
     doc.data = data
     return doc
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _convert(loader, node, path: Path, doc: SpecDoc) -> Any:
     doc.marks[path] = _mark(doc.file, node.start_mark)
+    if len(doc.marks) > MAX_VALUES:
+        raise SpecError(f"the spec expands to more than {MAX_VALUES:,} values (YAML aliases `*name` repeated "
+                        f"inside each other?); write it out without nested aliases",
+                        mark=_mark(doc.file, node.start_mark), path=format_path(path) or None)
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+        # the safe constructors are bypassed for collections here, so refuse their tags explicitly
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise SpecError(f"cannot read value: tag `{tag}` is not allowed (specs are plain YAML; tags like "
+                        f"`!!python/...` are never executed)", mark=_mark(doc.file, node.start_mark),
+                        path=format_path(path) or None)
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         loader.flatten_mapping(node)
@@ -180,6 +224,12 @@ def _merge(base: SpecDoc, child: SpecDoc) -> SpecDoc:
     return out
 
 
+def _display_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (for messages), else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _load_file(path: str, chain: tuple[str, ...], do_imports: bool) -> SpecDoc:
     apath = os.path.abspath(path)
     if apath in chain:
@@ -206,7 +256,7 @@ def _load_file(path: str, chain: tuple[str, ...], do_imports: bool) -> SpecDoc:
             where = ("extends", i) if isinstance(ext, list) else ("extends",)
             if not isinstance(b, str):
                 raise doc.error(where, f"`extends` expects a file path (or a list of them), found `{b}`")
-            bpath = os.path.join(base_dir, b)
+            bpath = _display_path(os.path.join(base_dir, b))
             if not os.path.exists(bpath):
                 raise doc.error(where, f"base spec `{b}` not found (looked at {os.path.relpath(bpath)})")
             base = _load_file(bpath, chain + (apath,), do_imports)

@@ -186,7 +186,9 @@ def _pick_error(errs: list[dict], data: Any) -> tuple[dict, tuple]:
                 real.append(p)
         return tuple(real)
 
-    first = real_loc(errs[0])[:1]
+    # an unknown key is usually a typo of the key another error says is missing: report it first
+    lead = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])
+    first = real_loc(lead)[:1]
     group = [(e, real_loc(e)) for e in errs if real_loc(e)[:1] == first]
 
     def score(item):
@@ -201,7 +203,7 @@ def _pick_error(errs: list[dict], data: Any) -> tuple[dict, tuple]:
 
 def _describe_input(v: Any) -> str:
     if isinstance(v, str):
-        return f"`{v}` (text)"
+        return f"`{v if len(v) <= 80 else v[:77] + '...'}` (text)"
     if isinstance(v, bool):
         return f"`{str(v).lower()}` (boolean)"
     if isinstance(v, (int, float)):
@@ -232,6 +234,11 @@ def validate_model(model: type[BaseModel], data: Any, doc: SpecDoc, path: Path, 
             subs = _models_at(model, loc[:-1])
             allowed = sorted({f.alias or n for m in subs for n, f in m.model_fields.items()} - {"type"})
             hint = did_you_mean(str(key), allowed) if allowed else ""
+            meant = re.findall(r"did you mean `([^`]*)`", hint)
+            if meant:  # the missing key it is a typo of is the same problem
+                others -= {_pick_error([x], data)[1][:1] for x in errs
+                           if x["type"] == "missing" and x["loc"][-1] == meant[0]}
+                more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
             raise doc.error(full, f"unknown key `{key}`{' in ' + what if what else ''}{hint}{more}", key=True) from None
         if kind == "missing":
             raise doc.error(full[:-1], f"missing required key `{loc[-1]}`{' for ' + what if what else ''}{more}") from None
