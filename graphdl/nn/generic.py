@@ -438,7 +438,8 @@ class MessagePassing(Block):
         elif isinstance(msg, MLPMessage):
             return _edge_mlp(_edge_parts(msg.inputs, x, e, src, dst), self.msg_mlp, self._msg_dims)
         else:  # edge_matrix
-            a = self.edge_net(e).view(e.size(0), x.size(1), -1)
+            # explicit sizes (no -1): E or N may be 0
+            a = self.edge_net(e).view(e.size(0), x.size(1), self.sig.info["msg_dim"])
             return torch.bmm(x.index_select(0, src).unsqueeze(1), a).squeeze(1)
         return self.msg_act(out) if self.msg_act is not None else out
 
@@ -457,8 +458,9 @@ class MessagePassing(Block):
             logits = self.att_act(logits)
         alpha = segment_softmax(logits, g.dst, n, ptr)  # (E, H)
         h = agg.heads
-        weighted = m.view(m.size(0), h, -1) * alpha.unsqueeze(-1)
-        return segment_sum(weighted, g.dst, n, ptr).reshape(n, -1)
+        c = m.size(1)
+        weighted = m.view(m.size(0), h, c // h) * alpha.unsqueeze(-1)
+        return segment_sum(weighted, g.dst, n, ptr).reshape(n, c)
 
     def forward(self, g, f):
         p = self.p
