@@ -669,7 +669,10 @@ class GraphNetwork(Block):
             parts = []
             for k in i["global_inputs"]:
                 if k == "edges":
-                    parts.append(scatter(e, g.edge_batch, g.num_graphs, p.edge_to_global))
+                    # edges are sorted by dst and nodes grouped by graph, so each graph's edges are
+                    # one run: their offsets are where the node offsets fall among the dst ids
+                    eptr = torch.searchsorted(dst, g.ptr)
+                    parts.append(scatter(e, g.edge_batch, g.num_graphs, p.edge_to_global, eptr))
                 elif k == "nodes":
                     parts.append(scatter(v, g.batch, g.num_graphs, p.node_to_global, g.ptr))
                 else:
