@@ -354,7 +354,11 @@ def parse_spec(source: Any) -> Spec:
     sections = {}
     for key, sec_model in SECTIONS.items():
         if key in data:
-            sections[key] = validate_model(sec_model, data[key], doc, (key,), key)
+            # a section whose schema depends on its content (e.g. on its `type:`) names the
+            # concrete model through `resolve_model(data, doc, path)`
+            resolve = getattr(sec_model, "resolve_model", None)
+            model_cls = resolve(data[key], doc, (key,)) if resolve is not None else sec_model
+            sections[key] = validate_model(model_cls, data[key], doc, (key,), key)
     return Spec(doc, data.get("name"), inputs, graph, layers, model.outputs, sections, data.get("description"))
 
 

@@ -1,0 +1,426 @@
+"""``graphdl run``: train, select, evaluate and record one experiment from a spec.
+
+What a run writes to its directory:
+
+* ``spec.yaml`` — the resolved spec: every default spelled out, command-line overrides
+  applied, the dataset inline with absolute paths; ``graphdl run DIR/spec.yaml`` repeats it.
+* ``last.pt`` after every epoch and ``best.pt`` whenever the monitored validation metric
+  improves (see :mod:`graphdl.train.checkpoint`).
+* ``metrics.json`` — per-epoch records (train loss; validation loss and metrics; lr), the
+  best epoch, and the final validation and test metrics of the best weights, with split
+  sizes and seed. It holds no timings, so two runs with one seed give identical files.
+* ``timing.json`` — seconds per epoch and in total.
+* ``learning_curve.png`` and ``test_predictions.csv`` (source row, SMILES when known,
+  targets and predictions).
+
+Determinism: the seed fixes the model's initial weights, the split (unless the split names
+its own seed), the shuffling (the loader derives each epoch's order from ``(seed, epoch)``)
+and dropout (torch's generator, whose state is saved after every epoch). ``--resume``
+restores everything from ``last.pt`` and re-runs the interrupted epoch from its start, so a
+killed run finishes with the same metrics as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import yaml
+
+from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
+from graphdl.data.cache import atomic_write
+from graphdl.data.loader import GraphLoader
+from graphdl.errors import InferenceError, KernelUnavailableError, SpecError
+from graphdl.spec.model import Spec, parse_spec
+from graphdl.train import checkpoint as C
+from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.optim import make_optimizer, make_schedule
+from graphdl.train.plots import learning_curve
+from graphdl.train.progress import Progress, summary_line
+from graphdl.train.sections import TrainSection
+from graphdl.train.splits import FileSplit, make_split
+from graphdl.train.tasks import TASKS, Task
+from graphdl.types import Scalar
+
+
+@dataclass
+class Experiment:
+    """Everything a run or a prediction needs, built from a spec (before any training)."""
+
+    spec: Spec
+    plan: Plan
+    train: TrainSection
+    data: DatasetRef
+    task_params: Any
+    resolved: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or os.path.splitext(os.path.basename(self.spec.file))[0]
+
+
+def _spec_dir(spec: Spec) -> str:
+    f = spec.file
+    return os.path.dirname(os.path.abspath(f)) if f and not f.startswith("<") else os.getcwd()
+
+
+def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
+            device: str | None = None, batch_size: int | None = None, limit: int | None = None) -> Experiment:
+    """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
+    spec = source if isinstance(source, Spec) else parse_spec(source)
+    doc = spec.doc
+    for key in ("task", "dataset"):
+        if key not in spec.sections:
+            example = {"task": "`task: {type: regression, target: graph.y}`",
+                       "dataset": "`dataset: {spec: ../../datasets/freesolv.yaml}`"}[key]
+            raise doc.error((), f"`graphdl run` needs a `{key}:` section, e.g. {example}")
+    plan = plan_spec(spec)
+    train = spec.sections.get("train") or TrainSection()
+    updates: dict[str, Any] = {}
+    if epochs is not None:
+        updates["epochs"] = epochs
+    if seed is not None:
+        updates["seed"] = seed
+    if device is not None:
+        updates["device"] = device
+    if batch_size is not None:
+        updates["batch_size"] = batch_size
+    if updates:
+        train = TrainSection.model_validate({**train.model_dump(), **updates})
+    data = resolve_dataset(spec.sections["dataset"], doc, _spec_dir(spec))
+    if split_file is not None:
+        data.split = FileSplit(path=os.path.abspath(split_file))
+    elif isinstance(data.split, FileSplit) and not os.path.isabs(data.split.path):
+        data.split = FileSplit(path=os.path.abspath(os.path.join(_spec_dir(spec), data.split.path)))
+    if limit is not None:
+        data.limit = limit
+    exp = Experiment(spec, plan, train, data, spec.sections["task"])
+    exp.resolved = resolve(exp)
+    return exp
+
+
+def resolve(exp: Experiment) -> dict:
+    """The resolved spec (plain data; see the module docstring)."""
+    spec, plan = exp.spec, exp.plan
+    layers = []
+    seen = set()
+    for step in plan.steps:
+        e = step.entry
+        if e.index in seen:
+            continue
+        seen.add(e.index)
+        entry = step.params.model_dump(mode="json")
+        if e.repeat != 1:
+            entry["repeat"] = e.repeat
+        if e.share_weights:
+            entry["share_weights"] = True
+        if e.residual:
+            entry["residual"] = True
+        if e.label:
+            entry["label"] = e.label
+        layers.append(entry)
+    out: dict[str, Any] = {"graphdl": 1}
+    if spec.name:
+        out["name"] = spec.name
+    if spec.description:
+        out["description"] = spec.description
+    if "import" in spec.doc.data:
+        out["import"] = spec.doc.data["import"]
+    out["inputs"] = {k: (t.size if isinstance(t, Scalar) else str(t)) for k, t in spec.inputs.items()}
+    out["graph"] = spec.graph.model_dump(mode="json")
+    out["model"] = {"layers": layers, "outputs": list(plan.outputs)}
+    out["task"] = exp.task_params.model_dump(mode="json")
+    ds = exp.data.resolved()
+    ds.pop("graphdl", None)
+    ds["split"] = exp.data.split.model_dump(mode="json")
+    if exp.data.limit is not None:
+        ds["limit"] = exp.data.limit
+    out["dataset"] = ds
+    out["train"] = exp.train.model_dump(mode="json")
+    return out
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KernelUnavailableError("`--device cuda` was asked for but torch sees no CUDA device here "
+                                     f"(torch {torch.__version__}); use `--device cpu`")
+    return torch.device(name)
+
+
+def make_task(exp: Experiment, dataset) -> Task:
+    """The spec's task bound to the dataset's fields and the model's outputs."""
+    return make_task_from_fields(exp, dataset.fields, (dataset.meta or {}).get("target_names") or {})
+
+
+def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> Task:
+    tcls = TASKS[exp.task_params.type]
+    try:
+        return tcls(exp.task_params, fields, exp.plan.outputs, target_names)
+    except InferenceError as e:
+        raise exp.spec.doc.error(("task",), str(e)) from None
+
+
+# ----------------------------------------------------------------------------- epochs
+def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, device, grad_clip, progress,
+              epoch: int, epochs: int) -> float:
+    """One pass over the training batches; returns the row-weighted mean loss."""
+    model.train()
+    task.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    rows = 0
+    for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
+        batch = batch.to(device)
+        out = model(batch)
+        loss = task.loss(out, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        if sched.per_step:
+            sched.scheduler.step()
+        n = task.rows(batch)
+        total += loss.detach().double() * n
+        rows += n
+        if progress.bars and i % 5 == 0:
+            progress.loss(float(total) / max(rows, 1))
+    return float(total) / max(rows, 1)
+
+
+def evaluate(model: GraphModel, task: Task, graphs: list, index: list[int], batch_size: int, device) -> tuple[dict, dict]:
+    """Loss and metrics of ``graphs[index]``, and the collected predictions."""
+    model.eval()
+    task.eval()
+    if not index:
+        return {}, {}
+    loader = GraphLoader([graphs[i] for i in index], batch_size, shuffle=False)
+    ids_all = torch.tensor(index)
+    parts: dict[str, list] = {}
+    total, rows, start = 0.0, 0, 0
+    ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
+    with ctx:
+        for batch in loader:
+            batch = batch.to(device)
+            ids = ids_all[start:start + batch.num_graphs].to(device)
+            start += batch.num_graphs
+            out = model(batch)
+            n = task.rows(batch)
+            total += float(task.loss(out, batch).detach()) * n
+            rows += n
+            for k, v in task.collect(out, batch, ids).items():
+                parts.setdefault(k, []).append(v.detach().cpu())
+    collected = {k: torch.cat(v) for k, v in parts.items()}
+    result = {"loss": total / max(rows, 1), **task.metrics(collected)}
+    return result, collected
+
+
+def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
+    if value != value:  # NaN never improves
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if higher else value < best - min_delta
+
+
+def _write_json(path: str, data: dict) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, allow_nan=True)
+        f.write("\n")
+
+
+def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
+    meta = dataset.meta or {}
+    rows_of = meta.get("rows")
+    smiles = meta.get("smiles")
+    index = table.pop("index")
+    header = ["row"] + (["node"] if "node" in table else []) + (["smiles"] if smiles is not None else [])
+    node = table.pop("node", None)
+    header += list(table)
+    with atomic_write(path, "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for j, i in enumerate(index):
+            row: list = [rows_of[i] if rows_of is not None else i]
+            if node is not None:
+                row.append(node[j])
+            if smiles is not None:
+                row.append(smiles[i])
+            row += [f"{v:.6g}" if isinstance(v, float) else v for k, v in ((k, table[k][j]) for k in table)]
+            w.writerow(row)
+
+
+# -------------------------------------------------------------------------------- run
+def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
+        seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
+        progress: Progress | None = None) -> dict:
+    """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data."""
+    t_start = time.perf_counter()
+    progress = progress or Progress()
+    exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit)
+    tr = exp.train
+    doc = exp.spec.doc
+    if tr.num_threads:
+        torch.set_num_threads(tr.num_threads)
+    dev = pick_device(tr.device)
+    out = out or os.path.join("runs", exp.name)
+    os.makedirs(out, exist_ok=True)
+    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    run_digest = C.digest(exp.resolved)
+    model_digest = C.digest(C.model_part(exp.resolved))
+
+    ck = None
+    if resume:
+        if os.path.exists(last_path):
+            ck = C.load(last_path)
+            C.check_compatible(ck, exp.resolved, last_path, model_only=False, spec_file=exp.spec.file)
+        else:
+            progress.line(f"note: {out} holds no last.pt to resume from; starting from epoch 1")
+    elif os.path.exists(last_path):
+        progress.line(f"note: {out} holds an earlier run; it is overwritten (pass --resume to continue it)")
+        for name in ("best.pt", "metrics.json", "timing.json", "test_predictions.csv", "learning_curve.png"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+
+    dataset = exp.data.load()
+    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+    skipped = (dataset.meta or {}).get("skipped") or []
+    if skipped:
+        shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
+        progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
+                      + (" ..." if len(skipped) > 5 else ""))
+    check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
+    task = make_task(exp, dataset)
+    split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
+    if not split["train"]:
+        raise doc.error(("dataset", "split"), f"the split leaves no training graphs (dataset `{dname}` has "
+                                              f"{len(dataset)})")
+    sizes = {k: len(v) for k, v in split.items()}
+
+    torch.manual_seed(tr.seed)
+    model = build(exp.plan)
+    graphs = dataset.graphs
+    task.fit([graphs[i] for i in split["train"]])
+    model.to(dev)
+    task.to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = make_optimizer(tr.optimizer, model.parameters())
+    train_loader = GraphLoader([graphs[i] for i in split["train"]], tr.batch_size, shuffle=True, seed=tr.seed)
+    sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
+                          monitor_higher=task.monitor_higher)
+    eval_bs = tr.eval_batch_size or tr.batch_size
+
+    state = {"epoch": 0, "history": [], "best": {"epoch": None, "value": None}, "bad_epochs": 0, "stopped": False,
+             "seconds": []}
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        task.load_state_dict(ck["task"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
+        if dev.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"])
+        for k in state:
+            if k in ck:
+                state[k] = ck[k]
+        progress.line(f"resuming {out} after epoch {state['epoch']}")
+
+    _write_text(os.path.join(out, "spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
+                                        if exp.data.split.type in ("random", "scaffold") else "")
+    progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
+                  f"{sizes['train']}/{sizes['val']}/{sizes['test']}), {n_params:,} parameters, {task.name} "
+                  f"monitoring val {task.monitor}, device {dev.type}, seed {tr.seed}, out {out}")
+
+    es = tr.early_stopping
+    has_val = bool(split["val"])
+    metric_keys = [k for k in getattr(exp.task_params, "metrics", [])]
+    while state["epoch"] < tr.epochs and not state["stopped"]:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        train_loader.set_epoch(epoch - 1)
+        train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
+        val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev)
+        value = val.get(task.monitor) if has_val else None
+        if sched.scheduler is not None and not sched.per_step:
+            if sched.on_metric:
+                if value is not None:
+                    sched.scheduler.step(value)
+            else:
+                sched.scheduler.step()
+        lr = opt.param_groups[0]["lr"]
+        best = state["best"]
+        improved = (not has_val) or _improved(value, best["value"], task.monitor_higher, es.min_delta if es else 0.0)
+        if improved:
+            state["best"] = {"epoch": epoch, "value": value}
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        if es is not None and has_val and state["bad_epochs"] >= es.patience:
+            state["stopped"] = True
+        record = {"epoch": epoch, "lr": lr, "train": {"loss": train_loss}, "val": val}
+        state["history"].append(record)
+        state["epoch"] = epoch
+        seconds = time.perf_counter() - t0
+        state["seconds"].append(seconds)
+        ckpt = {
+            "spec": exp.resolved, "digest": run_digest, "model_digest": model_digest,
+            "model": model.state_dict(), "task": task.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
+            "data_fields": {k: str(t) for k, t in dataset.fields.items()},
+            "target_names": (dataset.meta or {}).get("target_names") or {}, **state,
+        }
+        if improved:
+            C.save(best_path, ckpt)
+        C.save(last_path, ckpt)
+        progress.line(summary_line(epoch, tr.epochs, train_loss, val, lr, seconds, improved and has_val, metric_keys))
+        if state["stopped"]:
+            progress.line(f"early stopping: val {task.monitor} has not improved for {es.patience} epochs "
+                          f"(best epoch {state['best']['epoch']})")
+
+    # final evaluation with the best weights
+    best_ck = C.load(best_path) if os.path.exists(best_path) else C.load(last_path)
+    model.load_state_dict(best_ck["model"])
+    task.load_state_dict(best_ck["task"])
+    final_val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev)
+    final_test, collected = evaluate(model, task, graphs, split["test"], eval_bs, dev)
+    if collected:
+        _write_predictions(os.path.join(out, "test_predictions.csv"), task.table(collected), dataset)
+    metrics = {
+        "spec": exp.name,
+        "spec_digest": run_digest,
+        "seed": tr.seed,
+        "dataset": {"name": dname, "type": exp.data.cls.name, "graphs": len(dataset),
+                    "sha256": (dataset.meta or {}).get("sha256")},
+        "split": {"type": exp.data.split.type, "sizes": sizes},
+        "task": {"type": task.name, "monitor": task.monitor, "columns": task.columns},
+        "parameters": n_params,
+        "epochs": state["history"],
+        "best_epoch": state["best"]["epoch"],
+        "stopped_early": state["stopped"],
+        "final": {"val": final_val, "test": final_test},
+    }
+    _write_json(os.path.join(out, "metrics.json"), metrics)
+    total = time.perf_counter() - t_start
+    _write_json(os.path.join(out, "timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    learning_curve(state["history"], task.monitor if has_val else "loss", os.path.join(out, "learning_curve.png"),
+                   state["best"]["epoch"] if has_val else None, exp.name)
+    show = ["loss", *metric_keys]
+    test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
+    progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
+    return metrics
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+__all__ = ["run", "prepare", "resolve", "Experiment", "evaluate", "make_task", "pick_device", "SpecError"]

@@ -1,0 +1,244 @@
+"""The experiment sections of a spec: ``task``, ``dataset`` and ``train``.
+
+::
+
+    task:                          # see graphdl.train.tasks
+      type: regression
+      target: graph.y
+      metrics: [rmse, mae, r2]
+    dataset:
+      spec: ../../datasets/freesolv.yaml     # a dataset spec file (relative to this spec) ...
+      # type: molecule_table                 # ... or the dataset's parameters inline
+      # path: my_molecules.csv
+      split: {type: random, fractions: [0.8, 0.1, 0.1]}
+      limit: null                            # use only the first N graphs (quick trials)
+    train:
+      epochs: 50
+      batch_size: 50
+      seed: 0
+      optimizer: {type: adam, lr: 1.0e-3, weight_decay: 0.0}
+      schedule: {type: noam, warmup_epochs: 2, start_factor: 0.1, final_factor: 0.1}
+      early_stopping: {patience: 20, min_delta: 0.0}
+      grad_clip: null
+
+Importing this module registers the three sections with the spec loader (which imports it
+when it exists), so ``graphdl check`` validates them like the rest of a spec.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, create_model
+
+from graphdl.errors import did_you_mean
+from graphdl.spec.model import register_section
+from graphdl.train.splits import RandomSplit, SplitSpec
+from graphdl.train.tasks import TASKS, TaskParams
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------- optimizer
+class Adam(_Section):
+    type: Literal["adam"] = "adam"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+class AdamW(_Section):
+    type: Literal["adamw"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+class SGD(_Section):
+    type: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 1e-2
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 0.0
+    nesterov: bool = False
+
+
+OptimizerSpec = Annotated[Union[Adam, AdamW, SGD], Field(discriminator="type")]
+
+
+# -------------------------------------------------------------------------- schedules
+class Constant(_Section):
+    """The optimizer's ``lr`` throughout."""
+
+    type: Literal["constant"] = "constant"
+
+
+class Noam(_Section):
+    """Chemprop's schedule, per step: linear warm-up from ``start_factor·lr`` to ``lr`` over
+    ``warmup_epochs``, then exponential decay to ``final_factor·lr`` at the last step."""
+
+    type: Literal["noam"] = "noam"
+    warmup_epochs: NonNegativeFloat = 2.0
+    start_factor: PositiveFloat = 0.1
+    final_factor: PositiveFloat = 0.1
+
+
+class Cosine(_Section):
+    """Per step: optional linear warm-up, then a half cosine from ``lr`` to ``final_factor·lr``."""
+
+    type: Literal["cosine"] = "cosine"
+    warmup_epochs: NonNegativeFloat = 0.0
+    final_factor: NonNegativeFloat = 0.0
+
+
+class Step(_Section):
+    """Multiply ``lr`` by ``gamma`` every ``step_epochs`` epochs."""
+
+    type: Literal["step"] = "step"
+    step_epochs: PositiveInt = 30
+    gamma: PositiveFloat = 0.1
+
+
+class Exponential(_Section):
+    """Multiply ``lr`` by ``gamma`` after every epoch."""
+
+    type: Literal["exponential"] = "exponential"
+    gamma: PositiveFloat = 0.95
+
+
+class Plateau(_Section):
+    """Multiply ``lr`` by ``factor`` when the monitored validation metric has not improved for
+    ``patience`` epochs, down to ``min_lr``."""
+
+    type: Literal["plateau"] = "plateau"
+    factor: PositiveFloat = 0.5
+    patience: int = Field(10, ge=0)
+    min_lr: NonNegativeFloat = 1e-6
+
+
+ScheduleSpec = Annotated[Union[Constant, Noam, Cosine, Step, Exponential, Plateau], Field(discriminator="type")]
+
+
+class EarlyStopping(_Section):
+    """Stop when the monitored validation metric has not improved by more than ``min_delta``
+    for ``patience`` epochs (the best epoch's weights are the ones evaluated)."""
+
+    patience: PositiveInt = 20
+    min_delta: NonNegativeFloat = 0.0
+
+
+class TrainSection(_Section):
+    """How to train: epochs, batches, optimizer, schedule, early stopping, seed, device."""
+
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 50
+    eval_batch_size: PositiveInt | None = None
+    seed: int = 0
+    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    schedule: ScheduleSpec = Field(default_factory=Constant)
+    early_stopping: EarlyStopping | None = None
+    grad_clip: PositiveFloat | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: PositiveInt | None = None
+
+
+# ----------------------------------------------------------------------------- task
+class TaskSection(TaskParams):
+    """Placeholder registered for ``task``; the concrete model is the task type's ``Params``."""
+
+    @classmethod
+    def resolve_model(cls, data: Any, doc, path: tuple) -> type[BaseModel]:
+        if not isinstance(data, dict):
+            return cls  # validate_model reports "expected a mapping"
+        if "type" not in data:
+            raise doc.error(path, f"`task` needs a `type:` ({', '.join(f'`{t}`' for t in sorted(TASKS))})")
+        name = data["type"]
+        if not isinstance(name, str) or name not in TASKS:
+            raise doc.error(path + ("type",), f"unknown task type `{name}`{did_you_mean(str(name), TASKS)}")
+        return TASKS[name].Params
+
+
+# -------------------------------------------------------------------------- dataset
+_DATA_LOADED = False
+
+
+def load_dataset_types() -> None:
+    """Import the modules of ``graphdl.data`` so their dataset types register themselves."""
+    global _DATA_LOADED
+    if _DATA_LOADED:
+        return
+    _DATA_LOADED = True
+    import graphdl.data as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        try:
+            importlib.import_module(f"graphdl.data.{mod.name}")
+        except ImportError:  # a module whose optional dependency is missing registers nothing
+            pass
+
+
+class DatasetSection(_Section):
+    """``spec``: a dataset spec file (relative to this spec); or the dataset's parameters
+    inline with their ``type:``. ``split``: how to split; ``limit``: keep the first N graphs."""
+
+    spec: str | None = None
+    split: SplitSpec = Field(default_factory=RandomSplit)
+    limit: PositiveInt | None = None
+
+    @classmethod
+    def resolve_model(cls, data: Any, doc, path: tuple) -> type[BaseModel]:
+        if not isinstance(data, dict) or "type" not in data:
+            if isinstance(data, dict) and "spec" not in data:
+                raise doc.error(path, "`dataset` needs `spec:` (a dataset spec file, e.g. "
+                                      "`../../datasets/freesolv.yaml`) or the dataset's own `type:` and parameters")
+            return cls
+        if "spec" in data:
+            raise doc.error(path + ("type",), "give either `spec:` (a dataset spec file) or an inline `type:`, not both")
+        from graphdl.data.registry import DATASETS
+
+        load_dataset_types()
+        name = data["type"]
+        if not isinstance(name, str) or name not in DATASETS:
+            raise doc.error(path + ("type",), f"unknown dataset type `{name}`{did_you_mean(str(name), DATASETS)}")
+        return _inline_model(DATASETS[name])
+
+
+_INLINE: dict[type, type[BaseModel]] = {}
+
+
+def _inline_model(dtype) -> type[BaseModel]:
+    """The dataset type's parameters plus ``split`` and ``limit``, validated as one mapping."""
+    if dtype not in _INLINE:
+        model = create_model(
+            f"DatasetSection_{dtype.name}", __base__=dtype.Params,
+            split=(SplitSpec, Field(default_factory=RandomSplit)),
+            limit=(PositiveInt | None, None),
+        )
+        _INLINE[dtype] = model
+    return _INLINE[dtype]
+
+
+def dataset_parts(section: BaseModel) -> tuple[str | None, dict | None, Any, int | None]:
+    """``(spec file, inline params, split, limit)`` of a validated dataset section."""
+    data = section.model_dump()
+    split = getattr(section, "split")
+    limit = data.get("limit")
+    if isinstance(section, DatasetSection):
+        return section.spec, None, split, limit
+    params = {k: v for k, v in data.items() if k not in ("split", "limit")}
+    return None, params, split, limit
+
+
+register_section("task", TaskSection)
+register_section("dataset", DatasetSection)
+register_section("train", TrainSection)
+
+__all__ = [
+    "TrainSection", "TaskSection", "DatasetSection", "EarlyStopping", "OptimizerSpec", "ScheduleSpec",
+    "dataset_parts", "load_dataset_types",
+]
