@@ -3,10 +3,15 @@
 Yang et al. 2019, "Analyzing Learned Molecular Representations for Property Prediction"
 (https://doi.org/10.1021/acs.jcim.9b00237). Every directed edge ``v → w`` carries a state::
 
-    h⁰_vw   = act(W_i [x_v ‖ e_vw])
+    z_vw    = W_i [x_v ‖ e_vw],   h⁰_vw = act(z_vw)
     m_vw    = Σ_{k ∈ N(v) \\ w} h_kv  =  (Σ_{k → v} h_kv) − h_wv       (never echo back along the bond)
-    hᵗ⁺¹_vw = act(h⁰_vw + W_h m_vw)                                    (T − 1 updates for depth T)
+    hᵗ⁺¹_vw = act(z_vw + W_h m_vw)                                     (T − 1 updates for depth T)
     h_v     = act(W_o [x_v ‖ Σ_{k → v} h_kv])                           (back to atoms)
+
+The skip term is the pre-activation ``z_vw``, as in chemprop's code (v1 and v2), whose
+outputs this block reproduces exactly with copied weights; the paper writes ``h⁰_vw``
+there, which ``skip: activated`` selects (on FreeSolv the two are within noise).
+Dropout follows chemprop: after every update and after ``W_o``.
 
 Excluding the reverse edge keeps a message from returning to where it came from at the
 next step ("totters"), which is what sets this apart from atom-centred MPNNs.
@@ -19,6 +24,8 @@ Shapes: ``input (N, d_x)``, ``edge_input (E, d_e)`` → ``output (N, hidden)``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt
@@ -64,6 +71,7 @@ class DMPNN(Block):
         hidden: width of edge and atom states (300). depth: ``T``, message steps counting the
         initial one (3, i.e. two updates). act: activation (relu). dropout: on every state (0).
         bias: bias in ``W_i`` and ``W_h`` (false, as chemprop); ``W_o`` always has one.
+        skip: ``linear`` (chemprop: ``z_vw``) or ``activated`` (the paper: ``h⁰_vw``).
 
     Shapes: ``input (N, d_x)``, ``edge_input (E, d_e)`` → ``output (N, hidden)``.
     """
@@ -78,6 +86,7 @@ class DMPNN(Block):
         act: ActName = "relu"
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         bias: bool = False
+        skip: Literal["linear", "activated"] = "linear"
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -106,12 +115,13 @@ class DMPNN(Block):
         ptr = g.csr().rowptr
         rev, has_rev = reverse_edges(g)
         keep = has_rev.unsqueeze(-1).to(x.dtype)
-        h0 = self.act(self.W_i(torch.cat([x.index_select(0, src), e], -1)))
-        h = self.drop(h0)
+        z0 = self.W_i(torch.cat([x.index_select(0, src), e], -1))
+        h = self.act(z0)
+        skip = z0 if self.p.skip == "linear" else h
         for _ in range(self.p.depth - 1):
             incoming = segment_sum(h, dst, n, ptr)                       # Σ_{k→v} h_kv, (N, H)
             m = incoming.index_select(0, src) - h.index_select(0, rev) * keep
-            h = self.drop(self.act(h0 + self.W_h(m)))
+            h = self.drop(self.act(skip + self.W_h(m)))
         incoming = segment_sum(h, dst, n, ptr)
         out = self.drop(self.act(self.W_o(torch.cat([x, incoming], -1))))
         return {self.p.out_key: out}

@@ -149,7 +149,8 @@ class TrainSection(_Section):
 
 # ----------------------------------------------------------------------------- task
 class TaskSection(TaskParams):
-    """Placeholder registered for ``task``; the concrete model is the task type's ``Params``."""
+    """What the model is trained against: a task ``type`` (regression, classification, ...)
+    with its target field, loss and metrics; each type validates its own parameters."""
 
     @classmethod
     def resolve_model(cls, data: Any, doc, path: tuple) -> type[BaseModel]:
@@ -161,6 +162,11 @@ class TaskSection(TaskParams):
         if not isinstance(name, str) or name not in TASKS:
             raise doc.error(path + ("type",), f"unknown task type `{name}`{did_you_mean(str(name), TASKS)}")
         return TASKS[name].Params
+
+    @classmethod
+    def schema_models(cls) -> list[type[BaseModel]]:
+        """Every task type's parameters (for the JSON Schema)."""
+        return [TASKS[n].Params for n in sorted(TASKS)]
 
 
 # -------------------------------------------------------------------------- dataset
@@ -206,6 +212,14 @@ class DatasetSection(_Section):
         if not isinstance(name, str) or name not in DATASETS:
             raise doc.error(path + ("type",), f"unknown dataset type `{name}`{did_you_mean(str(name), DATASETS)}")
         return _inline_model(DATASETS[name])
+
+    @classmethod
+    def schema_models(cls) -> list[type[BaseModel]]:
+        """A dataset spec file reference, or any registered dataset type inline (JSON Schema)."""
+        from graphdl.data.registry import DATASETS
+
+        load_dataset_types()
+        return [cls] + [_inline_model(DATASETS[n]) for n in sorted(DATASETS)]
 
 
 _INLINE: dict[type, type[BaseModel]] = {}

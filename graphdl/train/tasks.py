@@ -190,6 +190,7 @@ class RegressionParams(TaskParams):
     ``loss``: mse | mae | huber | smooth_l1; ``normalize``: standardise targets with the
     training set's mean and std (``auto``: for invariant targets; never for vectors)."""
 
+    type: Literal["regression"] = "regression"
     target: str = "graph.y"
     output: str | None = None
     loss: Literal["mse", "mae", "huber", "smooth_l1"] = "mse"
@@ -297,6 +298,7 @@ class ClassificationParams(TaskParams):
     """``num_classes: 2``: binary (or multi-label, one logit per target column, loss bce);
     ``num_classes: C > 2``: one integer class per row, ``C`` logits, loss cross_entropy."""
 
+    type: Literal["classification"] = "classification"
     target: str = "graph.y"
     output: str | None = None
     num_classes: int = Field(2, ge=2)
