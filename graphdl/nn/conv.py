@@ -1,0 +1,676 @@
+"""Classic message-passing convolutions: GCN, GraphSAGE, GIN, GINE, GatedGCN, MoNet.
+
+Each block is one node-centric layer ``h_i' = U(h_i, ⊕_{j∈N(i)} M(h_i, h_j, e_ji))`` over the
+edges of the batch (``j -> i``: row 0 of ``edge_index`` is the source ``j``, row 1 the
+destination ``i``). Every one matches the PyTorch Geometric layer of the same name with
+copied weights (``tests/nn/test_conv_parity.py``).
+
+Lowerings (the block picks the cheapest one its message allows):
+
+* copy-source messages with sum/mean (GCN, SAGE mean/sum, GIN, MoNet mean/sum): a CSR
+  sparse × dense product (:func:`graphdl.ops.spmm`); no ``(E, C)`` message tensor exists,
+  and the gradient is the same product on the transposed CSR;
+* edge-dependent messages (GINE, GatedGCN, SAGE max): gather source rows, build the
+  ``(E, C)`` messages, reduce them with a segment reduction over the dst-sorted edges
+  (:func:`graphdl.ops.segment_sum` / :func:`~graphdl.ops.segment_max` with the CSR's
+  ``rowptr``).
+
+Normalisation coefficients that depend only on the graph (GCN without edge weights,
+MoNet's degree pseudo-coordinates) are cached on the batch (``Graph._cache``), keyed by
+the settings that shape them, so a model with several layers computes them once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveInt, field_validator
+from torch import Tensor, nn
+
+from graphdl.errors import InferenceError
+from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.basic import FieldParams, _check_key
+from graphdl.nn.mlp import MLP, ActName, activation
+from graphdl.ops import segment_max, segment_sum, spmm
+from graphdl.types import FieldTable, Scalar, split_key
+
+__all__ = ["GCN", "GIN", "GINE", "SAGE", "GatedGCN", "MoNet", "degree_pseudo", "gcn_norm"]
+
+
+# ------------------------------------------------------------------------------ shared
+class ConvParams(FieldParams):
+    """Node field in (``input``, default ``node.h``), node field out (``output``, default
+    the input's key), ``out_dim`` channels, ``bias``."""
+
+    out_dim: PositiveInt
+    bias: bool = True
+
+
+def _node_dims(cls: type[Block], p: ConvParams, fields: FieldTable) -> int:
+    """Width of the node input; errors when input/output are not node fields."""
+    for what, key in (("input", p.input), ("output", p.out_key)):
+        space = split_key(key)[0]
+        if space != "node":
+            raise InferenceError(
+                f"{cls.name} reads and writes node fields, but `{what}: {key}` is a {space} field; "
+                f"use a node field such as `node.h`"
+            )
+    return fields.need_scalar(p.input, cls.name)
+
+
+def _edge_dim(cls: type[Block], key: str, fields: FieldTable, what: str) -> int:
+    space = split_key(key)[0]
+    if space != "edge":
+        raise InferenceError(f"{cls.name}: `{what}: {key}` must be an edge field (e.g. `edge.e`), found a {space} field")
+    return fields.need_scalar(key, cls.name)
+
+
+def _glorot(t: Tensor) -> Tensor:
+    """Glorot-uniform over the last two dims (the initialiser PyG uses for these weights)."""
+    bound = math.sqrt(6.0 / (t.size(-2) + t.size(-1)))
+    with torch.no_grad():
+        return t.uniform_(-bound, bound)
+
+
+def _aggregate_copy(g, x: Tensor, reduce: str, values: Tensor | None = None) -> Tensor:
+    """``out_i = ⊕_{j->i} values_ji · x_j`` (⊕ sum or mean) as a CSR product: ``(N, *) -> (N, *)``."""
+    return spmm(g.csr(), x, values, reduce=reduce, csr_t=g.csr_t())
+
+
+def _gather_reduce(g, msg: Tensor, reduce: str) -> Tensor:
+    """Reduce ``(E, *)`` edge messages into their destinations (dst-sorted, so ``ptr`` = rowptr)."""
+    fn = segment_sum if reduce == "sum" else segment_max
+    return fn(msg, g.dst, g.num_nodes, g.csr().rowptr)
+
+
+# -------------------------------------------------------------------------------- GCN
+def gcn_norm(
+    g,
+    edge_weight: Tensor | None = None,
+    *,
+    improved: bool = False,
+    add_self_loops: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor | None]:
+    """Symmetric normalisation of Kipf & Welling: ``Â = D̂^-1/2 (A + λI) D̂^-1/2``.
+
+    Self-loops follow PyG's ``add_remaining_self_loops``: every existing loop edge is dropped
+    from ``A`` and each node gets exactly one loop on the diagonal, weighted by the (last)
+    existing loop's weight where the node had one, else by ``λ`` (1, or 2 when ``improved``).
+    ``D̂_ii = Σ_j Â_ij`` (weighted in-degree); nodes of degree 0 get coefficient 0.
+
+    The loops are returned as a diagonal instead of as extra edges, so the product
+    ``Â x = spmm(A_values, x) + diag ⊙ x`` needs no re-sorted edge list.
+
+    Returns:
+        ``values`` ``(E,)``: the coefficient of each edge (0 for loop edges when loops are
+        added), and ``diag`` ``(N,)`` (``None`` when ``add_self_loops`` is false).
+    """
+    src, dst, n, e = g.src, g.dst, g.num_nodes, g.num_edges
+    w = torch.ones(e, dtype=dtype, device=g.device) if edge_weight is None else edge_weight.reshape(-1).to(dtype)
+    diag = None
+    if add_self_loops:
+        is_loop = src == dst
+        fill = 2.0 if improved else 1.0
+        ids = torch.where(is_loop, torch.arange(e, device=g.device), -1)
+        last = torch.full((n,), -1, dtype=torch.long, device=g.device).scatter_reduce_(0, dst, ids, "amax")
+        has_loop = last >= 0
+        loop_w = w.index_select(0, last.clamp(min=0)) if e else w.new_zeros(n)
+        diag = torch.where(has_loop, loop_w, torch.full_like(loop_w, fill))
+        w = w.masked_fill(is_loop, 0.0)
+    deg = segment_sum(w, dst, n, g.csr().rowptr)
+    if diag is not None:
+        deg = deg + diag
+    dinv = deg.pow(-0.5)
+    dinv = dinv.masked_fill(torch.isinf(dinv), 0.0)
+    values = dinv.index_select(0, src) * w * dinv.index_select(0, dst)
+    if diag is not None:
+        diag = dinv * dinv * diag
+    return values, diag
+
+
+@register_block("gcn")
+class GCN(Block):
+    """Graph convolution (Kipf & Welling 2017, https://arxiv.org/abs/1609.02907).
+
+    ``h_i' = Θ Σ_{j ∈ N(i) ∪ {i}} w_ji / sqrt(d̂_j d̂_i) · h_j + b`` with ``d̂_i = λ + Σ_j w_ji``.
+
+    Parameters follow PyG's ``GCNConv``: ``normalize`` (default true) applies the symmetric
+    normalisation and, by default, adds self-loops (``add_self_loops``) with weight ``λ = 1``
+    or ``2`` when ``improved``; existing loops are kept once with their own weight (see
+    :func:`gcn_norm`). ``normalize: false`` sums ``w_ji h_j`` over the edges as given.
+    ``edge_weight`` names an optional ``(E, 1)`` edge field of weights (default all 1).
+
+    Departs from PyG in one place: with ``improved: true`` and no edge weights, PyG 2.8
+    (edge-list input) silently gives missing loops weight 1; here they get 2, as documented
+    by PyG and the paper's ``A + 2I``.
+
+    Lowering: CSR product with per-edge coefficients plus a diagonal term for the loops; the
+    coefficients are cached on the batch when they depend on the graph only.
+
+    Shapes: ``node.h (N, in) -> (N, out_dim)``; ``edge_weight (E, 1)`` or ``(E,)``.
+    """
+
+    family = "conv"
+    uses_edge_weight: ClassVar[bool] = True
+
+    class Params(ConvParams):
+        normalize: bool = True
+        add_self_loops: bool | None = None
+        improved: bool = False
+        edge_weight: str | None = None
+
+        @field_validator("edge_weight")
+        @classmethod
+        def _v_ew(cls, v):
+            return None if v is None else _check_key(v)
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        loops = p.normalize if p.add_self_loops is None else p.add_self_loops
+        if loops and not p.normalize:
+            raise InferenceError(
+                "gcn cannot add self-loops without normalisation (`add_self_loops: true` with "
+                "`normalize: false`); set `normalize: true` or drop `add_self_loops`"
+            )
+        reads = {p.input: fields[p.input]}
+        if p.edge_weight is not None:
+            k = _edge_dim(cls, p.edge_weight, fields, "edge_weight")
+            if k != 1:
+                raise InferenceError(
+                    f"gcn: `edge_weight: {p.edge_weight}` must be one weight per edge (dim 1), found dim {k}; "
+                    f"project it to 1 channel with a `linear` block or name another field"
+                )
+            reads[p.edge_weight] = fields[p.edge_weight]
+        return Signature(reads, {p.out_key: Scalar(p.out_dim)}, {"in_dim": d, "self_loops": loops})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        self.lin = nn.Linear(sig.info["in_dim"], p.out_dim, bias=False)
+        nn.init.xavier_uniform_(self.lin.weight)
+        self.bias = nn.Parameter(torch.zeros(p.out_dim)) if p.bias else None
+        self._loops = sig.info["self_loops"]
+
+    def describe_extra(self) -> str:
+        return "spmm (CSR)" + (" + diag self-loops" if self._loops else "")
+
+    def normalization(self, g, w: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """Edge coefficients and loop diagonal (cached on ``g`` when there are no edge weights)."""
+        p = self.p
+        if w is not None:
+            return gcn_norm(g, w, improved=p.improved, add_self_loops=self._loops, dtype=dtype)
+        key = ("gcn_norm", p.improved, self._loops, dtype, g.device)
+        hit = g._cache.get(key)
+        if hit is None:
+            with torch.no_grad():
+                hit = gcn_norm(g, None, improved=p.improved, add_self_loops=self._loops, dtype=dtype)
+            g._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def forward(self, g, f):
+        p = self.p
+        x = f[p.input]
+        w = f[p.edge_weight].reshape(-1) if p.edge_weight is not None else None
+        # The product is linear, so Θ can go before or after it: put it where fewer channels move.
+        lin_first = p.out_dim <= x.size(-1)
+        h = self.lin(x) if lin_first else x
+        if p.normalize:
+            values, diag = self.normalization(g, w, h.dtype)
+            out = _aggregate_copy(g, h, "sum", values)
+            if diag is not None:
+                out = torch.addcmul(out, diag.unsqueeze(-1), h)
+        else:
+            out = _aggregate_copy(g, h, "sum", None if w is None else w.to(h.dtype))
+        if not lin_first:
+            out = self.lin(out)
+        if self.bias is not None:
+            out = out + self.bias
+        return {p.out_key: out}
+
+
+# ------------------------------------------------------------------------------- SAGE
+@register_block("sage")
+class SAGE(Block):
+    """GraphSAGE (Hamilton et al. 2017, https://arxiv.org/abs/1706.02216).
+
+    ``h_i' = W_l · AGG_{j ∈ N(i)} φ(h_j) + W_r h_i + b``, then ``h_i' / ‖h_i'‖`` if ``normalize``.
+
+    ``aggr``: ``mean`` (default), ``sum``, ``max``, or ``max_pool``, the paper's pooling
+    aggregator ``max_j ReLU(W_p h_j + b_p)`` (the same as ``aggr: max`` with ``project:
+    true``). ``project`` applies ``φ(h) = ReLU(W_p h + b_p)`` to the neighbours before any
+    aggregator, as PyG's ``SAGEConv(project=True)``. ``root_weight: false`` drops ``W_r h_i``.
+    Nodes without in-edges aggregate to 0.
+
+    Lowering: mean/sum as a CSR product (``W_l`` applied first when it narrows the width);
+    max gathers the ``(E, C)`` neighbour rows and takes a segment max.
+
+    Shapes: ``node.h (N, in) -> (N, out_dim)``.
+    """
+
+    family = "conv"
+
+    class Params(ConvParams):
+        aggr: Literal["mean", "sum", "max", "max_pool"] = "mean"
+        project: bool = False
+        root_weight: bool = True
+        normalize: bool = False
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        return Signature({p.input: fields[p.input]}, {p.out_key: Scalar(p.out_dim)}, {"in_dim": d})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        d = sig.info["in_dim"]
+        self._project = p.project or p.aggr == "max_pool"
+        self._reduce = "max" if p.aggr in ("max", "max_pool") else p.aggr
+        self.lin = nn.Linear(d, d) if self._project else None
+        self.lin_l = nn.Linear(d, p.out_dim, bias=p.bias)
+        self.lin_r = nn.Linear(d, p.out_dim, bias=False) if p.root_weight else None
+
+    def describe_extra(self) -> str:
+        return "gather + segment max" if self._reduce == "max" else f"spmm {self._reduce} (CSR)"
+
+    def forward(self, g, f):
+        p = self.p
+        x = f[p.input]
+        xs = torch.relu(self.lin(x)) if self.lin is not None else x
+        if self._reduce == "max":
+            out = self.lin_l(_gather_reduce(g, xs.index_select(0, g.src), "max"))
+        elif p.out_dim < xs.size(-1):
+            # W_l (mean x_j) = mean (W_l x_j): aggregate the narrower tensor.
+            out = _aggregate_copy(g, F.linear(xs, self.lin_l.weight), self._reduce)
+            if self.lin_l.bias is not None:
+                out = out + self.lin_l.bias
+        else:
+            out = self.lin_l(_aggregate_copy(g, xs, self._reduce))
+        if self.lin_r is not None:
+            out = out + self.lin_r(x)
+        if p.normalize:
+            out = F.normalize(out, p=2.0, dim=-1)
+        return {p.out_key: out}
+
+
+# -------------------------------------------------------------------------- GIN, GINE
+class _GINParams(ConvParams):
+    hidden: list[PositiveInt] | None = None
+    act: ActName = "relu"
+    norm: Literal["batch", "layer"] | None = "batch"
+    last_act: bool = False
+    eps: float = 0.0
+    train_eps: bool = False
+
+
+class _GINBase(Block):
+    family = "conv"
+
+    def _build(self, in_dim: int) -> None:
+        p = self.p
+        hidden = [p.out_dim] if p.hidden is None else list(p.hidden)
+        self.mlp = MLP([in_dim, *hidden, p.out_dim], p.act, p.norm, bias=p.bias, last_act=p.last_act)
+        eps = torch.full((1,), float(p.eps))
+        if p.train_eps:
+            self.eps = nn.Parameter(eps)
+        else:
+            self.register_buffer("eps", eps)
+
+
+@register_block("gin")
+class GIN(_GINBase):
+    """Graph isomorphism network (Xu et al. 2019, https://arxiv.org/abs/1810.00826).
+
+    ``h_i' = MLP((1 + ε) h_i + Σ_{j ∈ N(i)} h_j)``.
+
+    ``hidden`` widths of the MLP (default ``[out_dim]``: two linear layers, as in the paper),
+    ``act``, ``norm`` after each hidden layer (``batch``, default as in the paper, ``layer`` or
+    null), ``last_act`` (apply norm + act after the last layer too), ``eps`` and
+    ``train_eps`` (learn ε). Sum aggregation with an injective MLP makes GIN as strong as 1-WL.
+
+    Lowering: one CSR product (sum) and an add; no ``(E, C)`` messages.
+
+    Shapes: ``node.h (N, in) -> (N, out_dim)``.
+    """
+
+    Params = _GINParams
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        return Signature({p.input: fields[p.input]}, {p.out_key: Scalar(p.out_dim)}, {"in_dim": d})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        self._build(sig.info["in_dim"])
+
+    def describe_extra(self) -> str:
+        return "spmm sum (CSR)"
+
+    def forward(self, g, f):
+        x = f[self.p.input]
+        out = torch.addcmul(_aggregate_copy(g, x, "sum"), 1 + self.eps, x)
+        return {self.p.out_key: self.mlp(out)}
+
+
+@register_block("gine")
+class GINE(_GINBase):
+    """GIN with edge features (Hu et al. 2020, https://arxiv.org/abs/1905.12265).
+
+    ``h_i' = MLP((1 + ε) h_i + Σ_{j ∈ N(i)} ReLU(h_j + e_ji))``.
+
+    ``edge_input`` (default ``edge.e``) must have the node input's width, or set
+    ``project_edges: true`` to map it there with a linear layer first (PyG's ``edge_dim``).
+    The MLP options are those of ``gin``.
+
+    Lowering: gather ``h_j`` per edge, add ``e_ji``, ReLU, segment sum over the dst-sorted
+    edges (the messages depend on the edge, so no CSR product applies).
+
+    Shapes: ``node.h (N, in)``, ``edge.e (E, in or edge_dim) -> (N, out_dim)``.
+    """
+
+    uses_edge_features = True
+
+    class Params(_GINParams):
+        edge_input: str = "edge.e"
+        project_edges: bool = False
+
+        _v_e = field_validator("edge_input")(_check_key)
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        de = _edge_dim(cls, p.edge_input, fields, "edge_input")
+        if de != d and not p.project_edges:
+            raise InferenceError(
+                f"gine adds edge features to node features, but `{p.edge_input}` has dim {de} and "
+                f"`{p.input}` has dim {d}; set `project_edges: true` to map edges to {d} channels"
+            )
+        reads = {p.input: fields[p.input], p.edge_input: fields[p.edge_input]}
+        return Signature(reads, {p.out_key: Scalar(p.out_dim)}, {"in_dim": d, "edge_dim": de})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        d = sig.info["in_dim"]
+        self.lin_edge = nn.Linear(sig.info["edge_dim"], d) if p.project_edges else None
+        self._build(d)
+
+    def describe_extra(self) -> str:
+        return "gather + segment sum"
+
+    def forward(self, g, f):
+        p = self.p
+        x = f[p.input]
+        e = f[p.edge_input]
+        if self.lin_edge is not None:
+            e = self.lin_edge(e)
+        msg = torch.relu(x.index_select(0, g.src) + e)
+        out = torch.addcmul(_gather_reduce(g, msg, "sum"), 1 + self.eps, x)
+        return {p.out_key: self.mlp(out)}
+
+
+# --------------------------------------------------------------------------- GatedGCN
+@register_block("gated_gcn")
+class GatedGCN(Block):
+    """Residual gated graph convnet (Bresson & Laurent 2017, https://arxiv.org/abs/1711.07553)
+    in the edge-updating form of Dwivedi et al.'s benchmark (https://arxiv.org/abs/2003.00982).
+
+    ``ê_ji = A h_i + B h_j + C e_ji``,  ``η_ji = σ(ê_ji)``,
+    ``h_i' = U h_i + Σ_j η_ji ⊙ V h_j / (Σ_j η_ji + ε)``,  ``e_ji' = ê_ji``;
+    then (each optional, in this order, to both ``h'`` and ``e'``) batch norm, ``act``,
+    residual ``h + h'``, dropout.
+
+    Options: ``edge_gates`` (use ``C e_ji``; needs ``edge_input``), ``normalize_gates``
+    (divide by ``Σ η + eps``), ``update_edges`` (write ``e'`` to ``edge_output``, default the
+    edge input's key), ``root_weight`` (the ``U h_i`` term), ``batch_norm``, ``act``,
+    ``residual``, ``dropout``. With ``edge_gates``, ``normalize_gates``, ``update_edges``,
+    ``batch_norm`` and ``residual`` false and ``act: identity`` the block is exactly PyG's
+    ``ResGatedGraphConv``: ``h_i' = W_1 h_i + Σ_j σ(W_3 h_i + W_4 h_j) ⊙ W_2 h_j``.
+
+    Lowering: gather + segment sums over dst-sorted edges (the gates are per-edge).
+
+    Shapes: ``node.h (N, in)``, ``edge.e (E, edge_in) -> node (N, out_dim)``, edge
+    ``(E, out_dim)``.
+    """
+
+    family = "conv"
+    uses_edge_features = True
+
+    class Params(ConvParams):
+        edge_input: str = "edge.e"
+        edge_output: str | None = None
+        edge_gates: bool = True
+        normalize_gates: bool = True
+        update_edges: bool = True
+        root_weight: bool = True
+        batch_norm: bool = True
+        act: ActName = "relu"
+        residual: bool = True
+        dropout: float = Field(0.0, ge=0.0, lt=1.0)
+        eps: float = Field(1e-6, ge=0.0)
+
+        _v_e = field_validator("edge_input")(_check_key)
+
+        @field_validator("edge_output")
+        @classmethod
+        def _v_eo(cls, v):
+            return None if v is None else _check_key(v)
+
+        @property
+        def edge_out_key(self) -> str:
+            return self.edge_output or self.edge_input
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        reads = {p.input: fields[p.input]}
+        writes = {p.out_key: Scalar(p.out_dim)}
+        de = None
+        if p.edge_gates:
+            if p.edge_input not in fields:
+                raise InferenceError(
+                    f"gated_gcn gates messages with edge features but the stack has no `{p.edge_input}`; "
+                    f"set `edge_input` to an edge field, embed one first, or set `edge_gates: false`"
+                )
+            de = _edge_dim(cls, p.edge_input, fields, "edge_input")
+            reads[p.edge_input] = fields[p.edge_input]
+        if p.residual and d != p.out_dim:
+            raise InferenceError(
+                f"gated_gcn `residual: true` adds `{p.input}` (dim {d}) to the output (dim {p.out_dim}); "
+                f"set `out_dim: {d}` or `residual: false`"
+            )
+        if p.update_edges:
+            if split_key(p.edge_out_key)[0] != "edge":
+                raise InferenceError(f"gated_gcn writes updated edges to `{p.edge_out_key}`, which is not an edge field")
+            if p.residual:
+                if de is None:
+                    raise InferenceError(
+                        "gated_gcn `residual: true` with `update_edges: true` adds the input edge features, "
+                        "but `edge_gates: false` reads none; set `residual: false` or `update_edges: false`"
+                    )
+                if de != p.out_dim:
+                    raise InferenceError(
+                        f"gated_gcn `residual: true` adds `{p.edge_input}` (dim {de}) to the updated edges "
+                        f"(dim {p.out_dim}); embed edges to {p.out_dim} channels first or set `residual: false`"
+                    )
+            writes[p.edge_out_key] = Scalar(p.out_dim)
+        return Signature(reads, writes, {"in_dim": d, "edge_dim": de})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        d, de, m = sig.info["in_dim"], sig.info["edge_dim"], p.out_dim
+        self.A = nn.Linear(d, m, bias=p.bias)  # gate term of the destination h_i
+        self.B = nn.Linear(d, m, bias=p.bias)  # gate term of the source h_j
+        self.V = nn.Linear(d, m, bias=p.bias)  # value of the source h_j
+        self.C = nn.Linear(de, m, bias=p.bias) if p.edge_gates else None
+        self.U = nn.Linear(d, m, bias=False) if p.root_weight else None
+        self.bias = nn.Parameter(torch.zeros(m)) if p.bias else None
+        self.bn_h = nn.BatchNorm1d(m) if p.batch_norm else None
+        self.bn_e = nn.BatchNorm1d(m) if p.batch_norm and p.update_edges else None
+        self.act = activation(p.act)
+        self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else None
+
+    def describe_extra(self) -> str:
+        return "gather + segment sum"
+
+    def forward(self, g, f):
+        p = self.p
+        x = f[p.input]
+        m = p.out_dim
+        # One matmul for the three node maps; rows of the destination term are gathered by dst.
+        w = torch.cat([self.A.weight, self.B.weight, self.V.weight])
+        b = None if self.A.bias is None else torch.cat([self.A.bias, self.B.bias, self.V.bias])
+        ax, bx, vx = F.linear(x, w, b).split(m, dim=-1)
+        src, dst = g.src, g.dst
+        e_hat = ax.index_select(0, dst) + bx.index_select(0, src)
+        if self.C is not None:
+            e_in = f[p.edge_input]
+            e_hat = e_hat + self.C(e_in)
+        gate = torch.sigmoid(e_hat)
+        agg = _gather_reduce(g, gate * vx.index_select(0, src), "sum")
+        if p.normalize_gates:
+            agg = agg / (_gather_reduce(g, gate, "sum") + p.eps)
+        h = agg if self.U is None else self.U(x) + agg
+        if self.bias is not None:
+            h = h + self.bias
+        out = {p.out_key: self._post(h, self.bn_h, x)}
+        if p.update_edges:
+            out[p.edge_out_key] = self._post(e_hat, self.bn_e, f[p.edge_input] if p.residual else None)
+        return out
+
+    def _post(self, y: Tensor, bn: nn.Module | None, skip: Tensor | None) -> Tensor:
+        if bn is not None and y.size(0) > 0:  # no edges: nothing to normalise (BN would raise)
+            y = bn(y)
+        y = self.act(y)
+        if self.p.residual:
+            y = skip + y
+        if self.drop is not None:
+            y = self.drop(y)
+        return y
+
+
+# ------------------------------------------------------------------------------ MoNet
+def degree_pseudo(g, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Degree pseudo-coordinates of Dwivedi et al.'s MoNet: ``(1/√(d_j + 1), 1/√(d_i + 1))``
+    for each edge ``j -> i``, ``d`` the in-degree (loops and parallel edges counted).
+
+    Shapes: ``(E, 2)``, column 0 from the source, column 1 from the destination (the order
+    of the benchmark's code).
+    """
+    inv = (g.in_degree().to(dtype) + 1.0).rsqrt()
+    return torch.stack([inv.index_select(0, g.src), inv.index_select(0, g.dst)], -1)
+
+
+@register_block("monet")
+class MoNet(Block):
+    """MoNet / Gaussian mixture convolution (Monti et al. 2017, https://arxiv.org/abs/1611.08402).
+
+    ``h_i' = AGG_{j ∈ N(i)} Σ_k w_k(u_ji) ⊙ Θ_k h_j + W_r h_i + b``,
+    ``w_k(u) = exp(−½ Σ_d (u_d − μ_kd)² / σ_kd²)`` (learned ``μ``, ``σ``).
+
+    ``pseudo``: ``degree`` (default; :func:`degree_pseudo`, as in Dwivedi et al.'s benchmark)
+    or an edge field holding the pseudo-coordinates ``u_ji``. ``pseudo_dim``: first map ``u``
+    with ``tanh(Linear)`` to this many dims (the benchmark's projection; PyG has none).
+    ``kernel_size`` ``K`` Gaussians; ``separate_gaussians`` learns one mixture per (input,
+    output) channel pair; ``aggr`` ``mean`` (default, as PyG's ``GMMConv``), ``sum`` or ``max``;
+    ``root_weight`` the ``W_r h_i`` term. Like PyG's code (not its docstring), the kernel sum
+    is not divided by ``K``.
+
+    Lowering: mean/sum as ``K`` CSR products with the Gaussian weights as values, so no
+    ``(E, C)`` messages; max and ``separate_gaussians`` gather per-edge messages.
+
+    Shapes: ``node.h (N, in)``, pseudo ``(E, D)`` -> ``(N, out_dim)``.
+    """
+
+    family = "conv"
+    uses_edge_features = True
+
+    class Params(ConvParams):
+        kernel_size: PositiveInt = 3
+        pseudo: str = "degree"
+        pseudo_dim: PositiveInt | None = None
+        separate_gaussians: bool = False
+        aggr: Literal["mean", "sum", "max"] = "mean"
+        root_weight: bool = True
+
+        @field_validator("pseudo")
+        @classmethod
+        def _v_pseudo(cls, v):
+            return v if v == "degree" else _check_key(v)
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        d = _node_dims(cls, p, fields)
+        reads = {p.input: fields[p.input]}
+        if p.pseudo == "degree":
+            dp = 2
+        else:
+            dp = _edge_dim(cls, p.pseudo, fields, "pseudo")
+            reads[p.pseudo] = fields[p.pseudo]
+        return Signature(reads, {p.out_key: Scalar(p.out_dim)}, {"in_dim": d, "pseudo_in": dp})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        d, k, m = sig.info["in_dim"], p.kernel_size, p.out_dim
+        dp = sig.info["pseudo_in"]
+        self.pseudo_proj = nn.Linear(dp, p.pseudo_dim) if p.pseudo_dim else None
+        dp = p.pseudo_dim or dp
+        self.g = nn.Parameter(_glorot(torch.empty(d, m * k)))
+        shape = (d, m, k, dp) if p.separate_gaussians else (k, dp)
+        self.mu = nn.Parameter(_glorot(torch.empty(shape)))
+        self.sigma = nn.Parameter(_glorot(torch.empty(shape)))
+        self.root = nn.Linear(d, m, bias=False) if p.root_weight else None
+        if self.root is not None:
+            nn.init.xavier_uniform_(self.root.weight)
+        self.bias = nn.Parameter(torch.zeros(m)) if p.bias else None
+
+    def describe_extra(self) -> str:
+        if self.p.separate_gaussians or self.p.aggr == "max":
+            return f"gather + segment {self.p.aggr}"
+        return f"spmm {self.p.aggr} (CSR) x {self.p.kernel_size} kernels"
+
+    def pseudo_coords(self, g, f, dtype: torch.dtype) -> Tensor:
+        if self.p.pseudo == "degree":
+            key = ("degree_pseudo", dtype, g.device)
+            u = g._cache.get(key)
+            if u is None:
+                u = g._cache[key] = degree_pseudo(g, dtype)
+        else:
+            u = f[self.p.pseudo]
+        if self.pseudo_proj is not None:
+            u = torch.tanh(self.pseudo_proj(u))
+        return u
+
+    def forward(self, g, f):
+        p = self.p
+        x = f[p.input]
+        u = self.pseudo_coords(g, f, x.dtype)
+        k, m, e = p.kernel_size, p.out_dim, g.num_edges
+        if not p.separate_gaussians:
+            z = (u.unsqueeze(1) - self.mu).pow(2) / (1e-15 + self.sigma.pow(2))
+            w = torch.exp(-0.5 * z.sum(-1))  # (E, K)
+            xg = (x @ self.g).view(-1, k, m)
+            if p.aggr == "max":
+                msg = (xg.index_select(0, g.src) * w.unsqueeze(-1)).sum(1)
+                out = _gather_reduce(g, msg, "max")
+            else:
+                out = _aggregate_copy(g, xg, p.aggr, w).sum(1)
+        else:
+            din = x.size(-1)
+            z = (u.view(e, 1, 1, 1, u.size(-1)) - self.mu).pow(2) / (1e-15 + self.sigma.pow(2))
+            w = (torch.exp(-0.5 * z.sum(-1)) * self.g.view(din, m, k)).sum(-1)  # (E, F, M)
+            msg = (x.index_select(0, g.src).unsqueeze(-1) * w).sum(1)
+            if p.aggr == "max":
+                out = _gather_reduce(g, msg, "max")
+            else:
+                out = _gather_reduce(g, msg, "sum")
+                if p.aggr == "mean":
+                    out = out / g.in_degree().clamp(min=1).to(out.dtype).unsqueeze(-1)
+        if self.root is not None:
+            out = out + self.root(x)
+        if self.bias is not None:
+            out = out + self.bias
+        return {p.out_key: out}
