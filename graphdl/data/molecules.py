@@ -285,4 +285,4 @@ class Huuskonen(MoleculeDataset):
         return ds
 
 
-__all__ = ["MoleculeDataset", "MoleculeTable", "FreeSolv", "Huuskonen", "FREESOLV_SHA256", "HUUSKONEN_SHA256"]
+__all__ = ["FREESOLV_SHA256", "HUUSKONEN_SHA256", "FreeSolv", "Huuskonen", "MoleculeDataset", "MoleculeTable"]

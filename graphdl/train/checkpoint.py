@@ -117,4 +117,4 @@ def check_compatible(ck: dict, resolved: dict, path: str, *, model_only: bool, s
                           f"was trained with (the run directory keeps it as spec.yaml) or start a new run")
 
 
-__all__ = ["save", "load", "digest", "model_part", "differences", "check_compatible", "MODEL_KEYS"]
+__all__ = ["MODEL_KEYS", "check_compatible", "differences", "digest", "load", "model_part", "save"]

@@ -92,4 +92,4 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "cmd_run", "cmd_predict"]
+__all__ = ["add_parser", "cmd_predict", "cmd_run"]

@@ -93,4 +93,4 @@ def check_inputs(inputs: dict, ds: Dataset, doc, name: str) -> None:
                                            f"`{k}: {ds.fields[k]}`; write `{k}: {ds.fields[k]}`")
 
 
-__all__ = ["DatasetRef", "resolve_dataset", "limit_dataset", "check_inputs", "SpecError"]
+__all__ = ["DatasetRef", "SpecError", "check_inputs", "limit_dataset", "resolve_dataset"]

@@ -23,8 +23,8 @@ logit per target) and ``(n, C)`` for a multiclass task with integer ``target`` `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -135,4 +135,4 @@ def compute(names: list[str], pred: Tensor, target: Tensor, columns: list[str] |
     return out
 
 
-__all__ = ["METRICS", "Metric", "register_metric", "compute", "mae", "mse", "rmse", "r2", "accuracy", "roc_auc"]
+__all__ = ["METRICS", "Metric", "accuracy", "compute", "mae", "mse", "r2", "register_metric", "rmse", "roc_auc"]

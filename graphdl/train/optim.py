@@ -104,4 +104,4 @@ def make_schedule(spec, optimizer, *, epochs: int, steps_per_epoch: int, monitor
     raise TypeError(f"unknown schedule spec {spec!r}")  # pragma: no cover
 
 
-__all__ = ["make_optimizer", "make_schedule", "Schedule", "NoamFactor", "CosineFactor"]
+__all__ = ["CosineFactor", "NoamFactor", "Schedule", "make_optimizer", "make_schedule"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
 
 def _fmt(v: float) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ def evaluate(model: GraphModel, task: Task, graphs: list, index: list[int], batc
 
 
 def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
-    if value != value:  # NaN never improves
+    if value is None or math.isnan(value):  # NaN never improves
         return False
     if best is None:
         return True
@@ -423,4 +424,4 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-__all__ = ["run", "prepare", "resolve", "Experiment", "evaluate", "make_task", "pick_device", "SpecError"]
+__all__ = ["Experiment", "SpecError", "evaluate", "make_task", "pick_device", "prepare", "resolve", "run"]

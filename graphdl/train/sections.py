@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, create_model
 
@@ -68,7 +68,7 @@ class SGD(_Section):
     nesterov: bool = False
 
 
-OptimizerSpec = Annotated[Union[Adam, AdamW, SGD], Field(discriminator="type")]
+OptimizerSpec = Annotated[Adam | AdamW | SGD, Field(discriminator="type")]
 
 
 # -------------------------------------------------------------------------- schedules
@@ -121,7 +121,7 @@ class Plateau(_Section):
     min_lr: NonNegativeFloat = 1e-6
 
 
-ScheduleSpec = Annotated[Union[Constant, Noam, Cosine, Step, Exponential, Plateau], Field(discriminator="type")]
+ScheduleSpec = Annotated[Constant | Noam | Cosine | Step | Exponential | Plateau, Field(discriminator="type")]
 
 
 class EarlyStopping(_Section):
@@ -240,7 +240,7 @@ def _inline_model(dtype) -> type[BaseModel]:
 def dataset_parts(section: BaseModel) -> tuple[str | None, dict | None, Any, int | None]:
     """``(spec file, inline params, split, limit)`` of a validated dataset section."""
     data = section.model_dump()
-    split = getattr(section, "split")
+    split = section.split
     limit = data.get("limit")
     if isinstance(section, DatasetSection):
         return section.spec, None, split, limit
@@ -253,6 +253,12 @@ register_section("dataset", DatasetSection)
 register_section("train", TrainSection)
 
 __all__ = [
-    "TrainSection", "TaskSection", "DatasetSection", "EarlyStopping", "OptimizerSpec", "ScheduleSpec",
-    "dataset_parts", "load_dataset_types",
+    "DatasetSection",
+    "EarlyStopping",
+    "OptimizerSpec",
+    "ScheduleSpec",
+    "TaskSection",
+    "TrainSection",
+    "dataset_parts",
+    "load_dataset_types",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,7 +92,7 @@ class SourceSplit(_SplitBase):
     seed: int | None = None
 
 
-SplitSpec = Annotated[Union[RandomSplit, ScaffoldSplit, FileSplit, ColumnSplit, SourceSplit], Field(discriminator="type")]
+SplitSpec = Annotated[RandomSplit | ScaffoldSplit | FileSplit | ColumnSplit | SourceSplit, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -277,6 +277,17 @@ def split_to_rows(split: dict[str, list[int]], dataset) -> dict[str, list[int]]:
 
 
 __all__ = [
-    "SplitSpec", "RandomSplit", "ScaffoldSplit", "FileSplit", "ColumnSplit", "SourceSplit", "make_split",
-    "random_split", "scaffold_split", "murcko_scaffold", "read_split_file", "rows_to_positions", "split_to_rows",
+    "ColumnSplit",
+    "FileSplit",
+    "RandomSplit",
+    "ScaffoldSplit",
+    "SourceSplit",
+    "SplitSpec",
+    "make_split",
+    "murcko_scaffold",
+    "random_split",
+    "read_split_file",
+    "rows_to_positions",
+    "scaffold_split",
+    "split_to_rows",
 ]

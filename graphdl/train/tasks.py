@@ -31,7 +31,8 @@ The runner only calls the methods of :class:`Task`; it never looks inside ``out`
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -400,4 +401,4 @@ class Classification(Task):
         return cols
 
 
-__all__ = ["TASKS", "Task", "TaskParams", "register_task", "task_type", "Regression", "Classification"]
+__all__ = ["TASKS", "Classification", "Regression", "Task", "TaskParams", "register_task", "task_type"]

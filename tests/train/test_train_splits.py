@@ -7,8 +7,16 @@ import pytest
 from graphdl.data.registry import Dataset
 from graphdl.errors import DataError
 from graphdl.train.splits import (
-    ColumnSplit, FileSplit, RandomSplit, ScaffoldSplit, SourceSplit, make_split, murcko_scaffold, random_split,
-    read_split_file, scaffold_split,
+    ColumnSplit,
+    FileSplit,
+    RandomSplit,
+    ScaffoldSplit,
+    SourceSplit,
+    make_split,
+    murcko_scaffold,
+    random_split,
+    read_split_file,
+    scaffold_split,
 )
 
 

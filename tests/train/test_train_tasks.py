@@ -4,6 +4,7 @@ multi-target regression, and the task registry's errors."""
 import io
 
 import pytest
+
 from graphdl.errors import SpecError
 from graphdl.train.progress import Progress
 from graphdl.train.runner import run
