@@ -44,7 +44,7 @@ from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
 from graphdl.train.sections import TrainSection
-from graphdl.train.splits import FileSplit, make_split
+from graphdl.train.splits import FileSplit, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
 
@@ -195,12 +195,14 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
     return float(total) / max(rows, 1)
 
 
-def evaluate(model: GraphModel, task: Task, graphs: list, index: list[int], batch_size: int, device) -> tuple[dict, dict]:
-    """Loss and metrics of ``graphs[index]``, and the collected predictions."""
+def evaluate(model: GraphModel, task: Task, graphs: list, index: list[int], batch_size: int, device,
+             row_mask: str | None = None) -> tuple[dict, dict]:
+    """Loss and metrics of ``graphs[index]`` (of their ``row_mask`` nodes), and the collected predictions."""
     model.eval()
     task.eval()
     if not index:
         return {}, {}
+    task.row_mask = row_mask
     loader = GraphLoader([graphs[i] for i in index], batch_size, shuffle=False)
     ids_all = torch.tensor(index)
     parts: dict[str, list] = {}
@@ -302,11 +304,21 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     if not split["train"]:
         raise doc.error(("dataset", "split"), f"the split leaves no training graphs (dataset `{dname}` has "
                                               f"{len(dataset)})")
-    sizes = {k: len(v) for k, v in split.items()}
+    masks = node_masks(exp.data.split)
+    if masks is not None:
+        if getattr(task, "level", "graph") != "node":
+            raise doc.error(("dataset", "split"), f"a `{exp.data.split.type}` split selects nodes, but the task "
+                                                  f"target `{getattr(exp.task_params, 'target', '?')}` is not a node "
+                                                  f"field; use a graph split (random, scaffold, file, ...)")
+        sizes = {k: sum(int(dataset.graphs[i][masks[k]].sum()) for i in v) for k, v in split.items()}
+    else:
+        sizes = {k: len(v) for k, v in split.items()}
+    phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
     torch.manual_seed(tr.seed)
     model = build(exp.plan)
     graphs = dataset.graphs
+    task.row_mask = phase["train"]
     task.fit([graphs[i] for i in split["train"]])
     model.to(dev)
     task.to(dev)
@@ -346,8 +358,9 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch - 1)
+        task.row_mask = phase["train"]
         train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
-        val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev)
+        val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev, phase["val"])
         value = val.get(task.monitor) if has_val else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
@@ -390,8 +403,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     best_ck = C.load(best_path) if os.path.exists(best_path) else C.load(last_path)
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
-    final_val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev)
-    final_test, collected = evaluate(model, task, graphs, split["test"], eval_bs, dev)
+    final_val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev, phase["val"])
+    final_test, collected = evaluate(model, task, graphs, split["test"], eval_bs, dev, phase["test"])
     if collected:
         _write_predictions(os.path.join(out, "test_predictions.csv"), task.table(collected), dataset)
     metrics = {

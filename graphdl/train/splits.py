@@ -7,6 +7,8 @@ A spec's ``dataset.split`` picks one::
     split: {type: file, path: splits.json}                   # another tool's split, exactly
     split: {type: column, column: split}                     # a column of the source table
     split: {type: source, val_fraction: 0.1}                 # the dataset's own train/test files
+    split: {type: node_mask}                                  # node masks (transductive node tasks)
+    split: {type: node_random, fractions: [0.8, 0.1, 0.1]}   # random nodes of every graph
 
 Indices in files and columns are **source rows**: 0-based data rows of the source file, in
 file order (a CSV's header is not a row). When a dataset skipped invalid rows
@@ -92,7 +94,31 @@ class SourceSplit(_SplitBase):
     seed: int | None = None
 
 
-SplitSpec = Annotated[RandomSplit | ScaffoldSplit | FileSplit | ColumnSplit | SourceSplit, Field(discriminator="type")]
+class NodeMaskSplit(_SplitBase):
+    """Node-level split by boolean node fields of the dataset (transductive node tasks, e.g. a
+    citation graph's ``train_mask``): every graph takes part, only masked nodes count."""
+
+    type: Literal["node_mask"] = "node_mask"
+    train: str = "node.train_mask"
+    val: str = "node.val_mask"
+    test: str = "node.test_mask"
+
+
+class NodeRandomSplit(_SplitBase):
+    """Node-level random split: all nodes of the dataset shuffled and cut at ``fractions``
+    (written as node fields ``node.split_train`` / ``_val`` / ``_test``)."""
+
+    type: Literal["node_random"] = "node_random"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int | None = None
+
+    _v = field_validator("fractions")(_check_fractions)
+
+
+SplitSpec = Annotated[
+    RandomSplit | ScaffoldSplit | FileSplit | ColumnSplit | SourceSplit | NodeMaskSplit | NodeRandomSplit,
+    Field(discriminator="type"),
+]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -267,7 +293,48 @@ def make_split(spec, dataset, *, seed: int, base_dir: str = ".") -> dict[str, li
             out["val"] = [train[i] for i in order[:n_val]]
             out["train"] = [train[i] for i in sorted(order[n_val:])]
         return out
+    if isinstance(spec, NodeMaskSplit):
+        return _node_split(dataset, node_masks(spec))
+    if isinstance(spec, NodeRandomSplit):
+        sizes = [g.num_nodes for g in dataset.graphs]
+        total = sum(sizes)
+        order = torch.tensor(_perm(total, seed if spec.seed is None else spec.seed))
+        n_train, n_val = _sizes(total, spec.fractions)
+        which = torch.empty(total, dtype=torch.long)
+        which[order[:n_train]] = 0
+        which[order[n_train:n_train + n_val]] = 1
+        which[order[n_train + n_val:]] = 2
+        keys = node_masks(spec)
+        for g, part in zip(dataset.graphs, torch.split(which, sizes)):
+            for k, name in enumerate(SPLIT_NAMES):
+                g.fields[keys[name]] = (part == k).unsqueeze(1)
+        return _node_split(dataset, keys)
     raise TypeError(f"unknown split spec {spec!r}")  # pragma: no cover
+
+
+def node_masks(spec) -> dict[str, str] | None:
+    """For node-level splits, the boolean node field of each split; ``None`` for graph splits."""
+    if isinstance(spec, NodeMaskSplit):
+        return {"train": spec.train, "val": spec.val, "test": spec.test}
+    if isinstance(spec, NodeRandomSplit):
+        return {name: f"node.split_{name}" for name in SPLIT_NAMES}
+    return None
+
+
+def _node_split(dataset, keys: dict[str, str]) -> dict[str, list[int]]:
+    """Graphs with at least one node in each split (all of them, for one big graph)."""
+    out: dict[str, list[int]] = {}
+    for name in SPLIT_NAMES:
+        key = keys[name]
+        idx = []
+        for i, g in enumerate(dataset.graphs):
+            if key not in g.fields:
+                raise DataError(f"node split: graph {i} has no field `{key}` (a boolean node mask); "
+                                f"fields: {', '.join(sorted(g.fields))}")
+            if bool(g[key].any()):
+                idx.append(i)
+        out[name] = idx
+    return out
 
 
 def split_to_rows(split: dict[str, list[int]], dataset) -> dict[str, list[int]]:
@@ -278,6 +345,9 @@ def split_to_rows(split: dict[str, list[int]], dataset) -> dict[str, list[int]]:
 
 __all__ = [
     "ColumnSplit",
+    "NodeMaskSplit",
+    "NodeRandomSplit",
+    "node_masks",
     "FileSplit",
     "RandomSplit",
     "ScaffoldSplit",

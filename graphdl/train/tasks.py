@@ -71,6 +71,8 @@ class Task(nn.Module):
         self.target_names = dict(target_names or {})
         self.monitor = "loss"
         self.columns: list[str] = []
+        self.row_mask: str | None = None
+        """Set by the runner for node-level splits: a boolean node field; only its rows count."""
         self.bind(dict(data_fields), dict(outputs))
 
     # ------------------------------------------------------------------ contract
@@ -178,11 +180,19 @@ def _rows(x: Tensor, n: int) -> Tensor:
     return x.reshape(n, -1)
 
 
-def _row_ids(level: str, batch, ids: Tensor) -> dict[str, Tensor]:
+def _row_ids(level: str, batch, ids: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
     if level == "graph":
         return {"index": ids}
     node = torch.arange(batch.num_nodes, device=batch.batch.device) - batch.ptr[batch.batch]
-    return {"index": ids[batch.batch], "node": node}
+    out = {"index": ids[batch.batch], "node": node}
+    return out if mask is None else {k: v[mask] for k, v in out.items()}
+
+
+def _mask(task: Task, batch) -> Tensor | None:
+    """The rows of this batch that count (node-level splits), or None for all."""
+    if task.row_mask is None:
+        return None
+    return batch[task.row_mask].reshape(-1).bool()
 
 
 # ------------------------------------------------------------------------ regression
@@ -245,12 +255,18 @@ class Regression(Task):
                                  f"({', '.join(p.metrics)}) nor `loss`")
 
     def rows(self, batch) -> int:
+        mask = _mask(self, batch)
+        if mask is not None:
+            return int(mask.sum())
         return int(batch.num_graphs if self.level == "graph" else batch.num_nodes)
 
     def fit(self, graphs):
         if self.normalize != "standard" or not len(graphs):
             return
-        y = torch.cat([g[self.p.target].reshape(-1, self.mean.numel()) for g in graphs]).to(torch.float64)
+        ys = [g[self.p.target].reshape(-1, self.mean.numel()) for g in graphs]
+        if self.row_mask is not None:
+            ys = [y[g[self.row_mask].reshape(-1).bool()] for y, g in zip(ys, graphs)]
+        y = torch.cat(ys).to(torch.float64)
         std = y.std(0, unbiased=False)
         self.mean.copy_(y.mean(0).to(self.mean.dtype))
         self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)).to(self.std.dtype))
@@ -258,7 +274,9 @@ class Regression(Task):
     def _pair(self, out, batch) -> tuple[Tensor, Tensor]:
         y = batch[self.p.target]
         n = y.size(0)
-        return _rows(out[self.out_key], n), _rows(y, n).to(out[self.out_key].dtype)
+        pred, y = _rows(out[self.out_key], n), _rows(y, n).to(out[self.out_key].dtype)
+        mask = _mask(self, batch)
+        return (pred, y) if mask is None else (pred[mask], y[mask])
 
     def loss(self, out, batch):
         pred, y = self._pair(out, batch)
@@ -273,7 +291,8 @@ class Regression(Task):
 
     def collect(self, out, batch, ids):
         pred, y = self._pair(out, batch)
-        return {"pred": (pred * self.std + self.mean).detach(), "target": y.detach(), **_row_ids(self.level, batch, ids)}
+        ids = _row_ids(self.level, batch, ids, _mask(self, batch))
+        return {"pred": (pred * self.std + self.mean).detach(), "target": y.detach(), **ids}
 
     def metrics(self, c):
         return M.compute(self.p.metrics, c["pred"], c["target"], self.columns)
@@ -349,12 +368,17 @@ class Classification(Task):
                                  f"({', '.join(p.metrics)}) nor `loss`")
 
     def rows(self, batch) -> int:
+        mask = _mask(self, batch)
+        if mask is not None:
+            return int(mask.sum())
         return int(batch.num_graphs if self.level == "graph" else batch.num_nodes)
 
     def _pair(self, out, batch) -> tuple[Tensor, Tensor]:
         y = batch[self.p.target]
         n = y.size(0)
-        return _rows(out[self.out_key], n), _rows(y, n)
+        pred, y = _rows(out[self.out_key], n), _rows(y, n)
+        mask = _mask(self, batch)
+        return (pred, y) if mask is None else (pred[mask], y[mask])
 
     def loss(self, out, batch):
         logits, y = self._pair(out, batch)
@@ -364,7 +388,8 @@ class Classification(Task):
 
     def collect(self, out, batch, ids):
         logits, y = self._pair(out, batch)
-        return {"pred": logits.detach(), "target": y.detach().to(logits.dtype), **_row_ids(self.level, batch, ids)}
+        ids = _row_ids(self.level, batch, ids, _mask(self, batch))
+        return {"pred": logits.detach(), "target": y.detach().to(logits.dtype), **ids}
 
     def metrics(self, c):
         return M.compute(self.p.metrics, c["pred"], c["target"], None if self.multiclass else self.columns)

@@ -36,7 +36,9 @@ class Synthetic(DatasetType):
             x = torch.randn(n, 4, generator=gen)
             deg = torch.bincount(ei[1], minlength=n).float().unsqueeze(1)
             s = x[:, 0].sum()
-            graphs.append(Graph(ei, n, {"node.h": x, "node.deg": deg,
+            k = torch.arange(n) % 3
+            masks = {"node.train_mask": (k == 0) | (k == 1), "node.val_mask": k == 2, "node.test_mask": k == 2}
+            graphs.append(Graph(ei, n, {"node.h": x, "node.deg": deg, **masks,
                                         "graph.label": (s > 0).float().reshape(1, 1),
                                         "graph.cls": torch.tensor([[n % 3]]).float(),
                                         "graph.two": torch.stack([s, x[:, 0].mean()]).reshape(1, 2)}))
@@ -57,7 +59,7 @@ model:
     - {{type: linear, out_dim: 16}}
 {head}
 task: {task}
-dataset: {{type: test_synthetic, split: {{type: random}}}}
+dataset: {{type: test_synthetic, split: {split}}}
 train: {{epochs: 3, batch_size: 8, seed: 0}}
 """
 
@@ -75,9 +77,9 @@ def plugin(tmp_path_factory):
 
 @pytest.fixture
 def go(tmp_path, plugin):
-    def run_spec(head, task):
+    def run_spec(head, task, split="{type: random}"):
         spec = tmp_path / "s.yaml"
-        spec.write_text(SPEC.format(head=head, task=task, plugin=plugin))
+        spec.write_text(SPEC.format(head=head, task=task, plugin=plugin, split=split))
         return run(str(spec), out=str(tmp_path / "r"), progress=Progress(io.StringIO())), tmp_path / "r"
 
     return run_spec
@@ -117,6 +119,31 @@ def test_node_regression(go):
     assert len(r) > m["split"]["sizes"]["test"] * 2
     mae = sum(abs(float(x["deg"]) - float(x["deg_pred"])) for x in r) / len(r)
     assert mae == pytest.approx(m["final"]["test"]["mae"], rel=1e-4)
+
+
+NODE_HEAD = "    - {type: linear, input: node.h, output: node.out, out_dim: 1}"
+
+
+def test_node_random_split_counts_only_its_nodes(go):
+    m, out = go(NODE_HEAD, "{type: regression, target: node.deg, metrics: [mae]}",
+                "{type: node_random, fractions: [0.6, 0.2, 0.2]}")
+    sizes = m["split"]["sizes"]
+    total = sum(3 + i % 6 for i in range(60))  # nodes of the 60 synthetic paths
+    assert sum(sizes.values()) == total and sizes["train"] == int(0.6 * total)
+    r = rows(out)
+    assert len(r) == sizes["test"]
+    mae = sum(abs(float(x["deg"]) - float(x["deg_pred"])) for x in r) / len(r)
+    assert mae == pytest.approx(m["final"]["test"]["mae"], rel=1e-4)
+
+
+def test_node_mask_split(go):
+    m, out = go(NODE_HEAD, "{type: regression, target: node.deg, metrics: [mae]}", "{type: node_mask}")
+    # masks by node index mod 3: 0 and 1 train, 2 val and test
+    assert all(int(x["node"]) % 3 == 2 for x in rows(out))
+    assert m["split"]["sizes"]["val"] == m["split"]["sizes"]["test"] == len(rows(out))
+    with pytest.raises(SpecError, match=r"a `node_mask` split selects nodes, but the task target `graph.label` is not "
+                                        r"a node field"):
+        go(GRAPH_HEAD.format(d=1), "{type: classification, target: graph.label}", "{type: node_mask}")
 
 
 def test_multi_target_regression_reports_each_column(go):
