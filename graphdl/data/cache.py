@@ -62,7 +62,7 @@ def sha256_arrays(arrays: Mapping[str, np.ndarray]) -> str:
     """Checksum of named arrays: sorted names, each with its dtype, shape and C-order bytes."""
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name], order="C")
         if a.dtype.hasobject:
             raise TypeError(f"array `{name}` has dtype object; checksums need plain dtypes")
         h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
@@ -92,7 +92,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
     """Write ``arrays`` to ``path`` atomically and reproducibly; return :func:`sha256_arrays`."""
     with atomic_write(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
-            a = np.ascontiguousarray(arrays[name])
+            a = np.asarray(arrays[name], order="C")
             if a.dtype.hasobject:
                 raise TypeError(f"array `{name}` has dtype object; store strings as fixed-width `U`")
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_EPOCH)
