@@ -256,7 +256,12 @@ class SplitFractions(BaseModel):
 
 
 class MMFFConformersParams(DatasetParams):
-    """Parameters of ``type: mmff_conformers``."""
+    """Parameters of ``type: mmff_conformers``.
+
+    ``molecule_split`` gives the fractions of *molecules* in each split (all conformers of a
+    molecule go together); experiments use it with ``split: {type: source}``. A random split
+    of graphs would put conformers of one molecule on both sides.
+    """
 
     type: str = "mmff_conformers"
     sources: list[Literal["freesolv", "solubility"]] = Field(default_factory=lambda: list(SOURCES))
@@ -265,7 +270,7 @@ class MMFFConformersParams(DatasetParams):
     noise_std: NonNegativeFloat = 0.02
     minimize: bool = False
     seed: int = 0
-    split: SplitFractions = SplitFractions()
+    molecule_split: SplitFractions = SplitFractions()
     split_seed: int = 0
     energy_reference: Literal["atom_linear", "molecule_mean", "none"] = "atom_linear"
     max_energy_above_min: PositiveFloat | None = 100.0
@@ -467,7 +472,7 @@ class MMFFConformers(DatasetType):
                 f"mmff_conformers: no molecule could be used ({len(arrays['skipped_reason'])} skipped); "
                 f"check `sources` and `max_molecules`"
             )
-        mol_splits = molecule_splits(n_mol, params.split, params.split_seed)
+        mol_splits = molecule_splits(n_mol, params.molecule_split, params.split_seed)
         offsets, ref_info = energy_reference(arrays, params.energy_reference, mol_splits["train"])
         dtype = getattr(torch, params.dtype)
         onehot_of = np.zeros((max(ATOMIC_NUMBERS) + 1, len(ELEMENTS)))

@@ -151,7 +151,7 @@ def _patch_sources(monkeypatch):
 def test_dataset_layout(tmp_path, monkeypatch):
     _patch_sources(monkeypatch)
     p = cf.MMFFConformersParams(
-        n_conformers=2, seed=1, progress=False, split={"train": 0.5, "val": 0.25, "test": 0.25}
+        n_conformers=2, seed=1, progress=False, molecule_split={"train": 0.5, "val": 0.25, "test": 0.25}
     )
     ds = cf.MMFFConformers.load(p, cache_dir=str(tmp_path), base_dir=str(tmp_path))
     assert ds.meta["n_molecules"] == 4 and len(ds) == 8
@@ -197,7 +197,7 @@ def test_cache_reuse_and_checksum_mismatch(tmp_path, monkeypatch):
 
 def test_params_and_shipped_spec():
     with pytest.raises(ValueError, match="sum to 1"):
-        cf.MMFFConformersParams(split={"train": 0.5, "val": 0.1, "test": 0.1})
+        cf.MMFFConformersParams(molecule_split={"train": 0.5, "val": 0.1, "test": 0.1})
     with pytest.raises(ValueError):
         cf.MMFFConformersParams(sources=["qm9"])
     with pytest.raises(ValueError):
