@@ -39,7 +39,7 @@ coordinates): x unchanged 0.2545; x + v·1.0 0.1161; x + v·τ with τ = 0.697 f
 (component-wise clip of the total force, kick-first integrator, frames shifted by one) gives
 0.086–0.088 over seeds, so the remaining gap to 0.0819 is sampling noise of 2,000 test
 trajectories, not a different setup; the component-wise clip does change the data (static
-MSE 0.27 against 0.24 here), as it lets close pairs exchange up to √3·100 per step.
+MSE 0.27 against 0.24 here), as it lets a close pair's force reach √3·100 in magnitude.
 
 All trajectories of a split are integrated at once, as ``float64`` arrays laid out
 ``(3, N, T)`` inside the integrator so each elementwise operation runs over all ``T``
