@@ -280,20 +280,40 @@ class SAGE(Block):
         p = self.p
         x = f[p.input]
         xs = torch.relu(self.lin(x)) if self.lin is not None else x
+        w_l, b_l = self.lin_l.weight, self.lin_l.bias
+        narrow = False
         if self._reduce == "max":
-            out = self.lin_l(_gather_reduce(g, xs.index_select(0, g.src), "max"))
-        elif p.out_dim < xs.size(-1):
-            # W_l (mean x_j) = mean (W_l x_j): aggregate the narrower tensor.
-            out = _aggregate_copy(g, F.linear(xs, self.lin_l.weight), self._reduce)
-            if self.lin_l.bias is not None:
-                out = out + self.lin_l.bias
+            agg = _gather_reduce(g, xs.index_select(0, g.src), "max")
         else:
-            out = self.lin_l(_aggregate_copy(g, xs, self._reduce))
+            # The mean is a product with per-edge values 1/deg(dst) (cached on the batch), so no
+            # (N, C) division runs forward or backward. W_l (mean x_j) = mean (W_l x_j): when W_l
+            # narrows the width it goes first and the product moves fewer channels.
+            narrow = p.out_dim < xs.size(-1)
+            values = _mean_values(g, xs.dtype) if self._reduce == "mean" else None
+            agg = _aggregate_copy(g, F.linear(xs, w_l) if narrow else xs, "sum", values)
+        # W_l agg + W_r x + b, with the additions fused into the matrix products (addmm)
+        base = b_l
         if self.lin_r is not None:
-            out = out + self.lin_r(x)
+            base = self.lin_r(x) if b_l is None else torch.addmm(b_l, x, self.lin_r.weight.t())
+        if narrow:
+            out = agg if base is None else agg + base
+        elif base is None:
+            out = agg @ w_l.t()
+        else:
+            out = torch.addmm(base, agg, w_l.t())
         if p.normalize:
             out = F.normalize(out, p=2.0, dim=-1)
         return {p.out_key: out}
+
+
+def _mean_values(g, dtype: torch.dtype) -> Tensor:
+    """``1 / in-degree(dst)`` per edge: the values that make a CSR sum product a mean (cached)."""
+    key = ("mean_values", dtype, g.device)
+    v = g._cache.get(key)
+    if v is None:
+        inv = 1.0 / g.in_degree().clamp(min=1).to(dtype)
+        v = g._cache[key] = inv.index_select(0, g.dst)
+    return v  # type: ignore[return-value]
 
 
 # -------------------------------------------------------------------------- GIN, GINE
@@ -657,7 +677,9 @@ class MoNet(Block):
                 msg = (xg.index_select(0, g.src) * w.unsqueeze(-1)).sum(1)
                 out = _gather_reduce(g, msg, "max")
             else:
-                out = _aggregate_copy(g, xg, p.aggr, w).sum(1)
+                if p.aggr == "mean":  # fold 1/deg(dst) into the (E, K) weights
+                    w = w * _mean_values(g, w.dtype).unsqueeze(-1)
+                out = _aggregate_copy(g, xg, "sum", w).sum(1)
         else:
             din = x.size(-1)
             z = (u.view(e, 1, 1, 1, u.size(-1)) - self.mu).pow(2) / (1e-15 + self.sigma.pow(2))
