@@ -60,7 +60,7 @@ def predict(spec_path: str, checkpoint: str, smiles: list[str], *, device: str =
     offset = 0
     ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
     with ctx:
-        for batch in GraphLoader(graphs, batch_size):
+        for batch in GraphLoader(graphs, batch_size, seed=0):
             batch = batch.to(dev)
             cols = task.predictions(model(batch), batch)
             cols["index"] = cols["index"] + offset

@@ -195,24 +195,34 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
     return float(total) / max(rows, 1)
 
 
-def evaluate(model: GraphModel, task: Task, graphs: list, index: list[int], batch_size: int, device,
-             row_mask: str | None = None) -> tuple[dict, dict]:
-    """Loss and metrics of ``graphs[index]`` (of their ``row_mask`` nodes), and the collected predictions."""
+class EvalSet:
+    """A split's graphs collated once, in order, on the device (reused every epoch: the CSR and
+    other per-batch caches are built once too). Drawing nothing from torch's generator (the
+    loader gets a seed), it leaves the training's random stream as it was."""
+
+    def __init__(self, graphs: list, index: list[int], batch_size: int, device):
+        self.index = list(index)
+        self.batches: list[tuple] = []
+        start = 0
+        ids_all = torch.tensor(self.index, dtype=torch.long)
+        for batch in GraphLoader([graphs[i] for i in self.index], batch_size, shuffle=False, seed=0):
+            n = batch.num_graphs
+            self.batches.append((batch.to(device), ids_all[start:start + n].to(device)))
+            start += n
+
+
+def evaluate(model: GraphModel, task: Task, data: EvalSet, row_mask: str | None = None) -> tuple[dict, dict]:
+    """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions."""
     model.eval()
     task.eval()
-    if not index:
+    if not data.index:
         return {}, {}
     task.row_mask = row_mask
-    loader = GraphLoader([graphs[i] for i in index], batch_size, shuffle=False)
-    ids_all = torch.tensor(index)
     parts: dict[str, list] = {}
-    total, rows, start = 0.0, 0, 0
+    total, rows = 0.0, 0
     ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
     with ctx:
-        for batch in loader:
-            batch = batch.to(device)
-            ids = ids_all[start:start + batch.num_graphs].to(device)
-            start += batch.num_graphs
+        for batch, ids in data.batches:
             out = model(batch)
             n = task.rows(batch)
             total += float(task.loss(out, batch).detach()) * n
@@ -351,6 +361,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
                   f"{sizes['train']}/{sizes['val']}/{sizes['test']}), {n_params:,} parameters, {task.name} "
                   f"monitoring val {task.monitor}, device {dev.type}, seed {tr.seed}, out {out}")
 
+    val_set = EvalSet(graphs, split["val"], eval_bs, dev)
     es = tr.early_stopping
     has_val = bool(split["val"])
     metric_keys = [k for k in getattr(exp.task_params, "metrics", [])]
@@ -360,7 +371,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         train_loader.set_epoch(epoch - 1)
         task.row_mask = phase["train"]
         train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
-        val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev, phase["val"])
+        val, _ = evaluate(model, task, val_set, phase["val"])
         value = val.get(task.monitor) if has_val else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
@@ -403,8 +414,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     best_ck = C.load(best_path) if os.path.exists(best_path) else C.load(last_path)
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
-    final_val, _ = evaluate(model, task, graphs, split["val"], eval_bs, dev, phase["val"])
-    final_test, collected = evaluate(model, task, graphs, split["test"], eval_bs, dev, phase["test"])
+    final_val, _ = evaluate(model, task, val_set, phase["val"])
+    final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
     if collected:
         _write_predictions(os.path.join(out, "test_predictions.csv"), task.table(collected), dataset)
     metrics = {
@@ -437,4 +448,4 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-__all__ = ["Experiment", "SpecError", "evaluate", "make_task", "pick_device", "prepare", "resolve", "run"]
+__all__ = ["EvalSet", "Experiment", "SpecError", "evaluate", "make_task", "pick_device", "prepare", "resolve", "run"]
