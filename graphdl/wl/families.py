@@ -18,7 +18,7 @@ Families (``FAMILIES``; sizes with default parameters):
 name       pairs what                                                           1-WL 3-WL
 ========== ===== ============================================================== ==== ====
 csl        45    circular skip link graphs C(41, s), s ∈ {2,3,4,5,6,9,11,12,13,16}  0   45
-srg        11    strongly regular pairs with equal parameters                      0    0
+srg        10    strongly regular pairs with equal parameters                      0    0
 cfi        6     CFI graph vs its twist over K3, C4, K4, K3,3, Q3, Petersen        0    2
 molecular  6     decalin / bicyclopentyl and other 1-WL-equivalent molecules       0    6
 regular    11    regular pairs: cycles, prism/Möbius, Petersen, random cubic       0   11
