@@ -196,10 +196,16 @@ class _SegmentExtremum(Function):
     def backward(ctx, grad: Tensor):
         x, index, out = ctx.saved_tensors
         num_segments = out.size(0)
-        hit = x == out.detach().index_select(0, index)
-        ties = _sum_forward(hit.to(grad.dtype), index, num_segments, ctx.ptr).clamp_(min=1)
-        share = (grad / ties).index_select(0, index)
-        return torch.where(hit, share, share.new_zeros(())), None, None, None, None
+        # One (E, *) buffer is reused for the gathered extrema, the tie mask and the result:
+        # fresh (E, *) temporaries cost more (page faults) than the arithmetic itself.
+        buf = out.detach().index_select(0, index)
+        hit = torch.eq(x, buf)
+        ties = _sum_forward(buf.copy_(hit), index, num_segments, ctx.ptr).clamp_(min=1)
+        if torch.is_grad_enabled():  # create_graph=True: stay differentiable in `grad`
+            share = (grad / ties).index_select(0, index)
+            return torch.where(hit, share, share.new_zeros(())), None, None, None, None
+        torch.index_select(grad / ties, 0, index, out=buf)
+        return buf.mul_(hit), None, None, None, None
 
 
 def segment_max(x: Tensor, index: Tensor, num_segments: int, ptr: Tensor | None = None) -> Tensor:
