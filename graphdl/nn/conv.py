@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
+from torch.autograd import Function
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, Signature, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.nn.mlp import MLP, ActName, activation
-from graphdl.ops import segment_max, segment_sum, spmm
+from graphdl.ops import CSR, segment_max, segment_sum, spmm
 from graphdl.types import FieldTable, Scalar, split_key
 
 __all__ = ["GCN", "GIN", "GINE", "SAGE", "GatedGCN", "MoNet", "degree_pseudo", "gcn_norm"]
@@ -75,15 +76,86 @@ def _glorot(t: Tensor) -> Tensor:
         return t.uniform_(-bound, bound)
 
 
+def _csr_pair(g) -> tuple[CSR, CSR]:
+    """The batch's CSR and its transpose with 32-bit ``rowptr``/``col`` (cached on the batch).
+
+    MKL's sparse kernels take 32-bit indices; handed 64-bit ones, torch converts both index
+    arrays on every product (measured: 48 -> 29 ms for one 50k x 50k, 500k-entry product
+    of 64 channels on 2 loaded cores). Graphs beyond 2^31 entries keep 64-bit indices.
+    """
+    hit = g._cache.get("csr_int32")
+    if hit is None:
+        csr, csr_t = g.csr(), g.csr_t()
+        if max(csr.nnz, csr.num_rows, csr.num_cols) < 2**31 - 1:
+            csr = CSR(csr.rowptr.int(), csr.col.int(), csr.row, csr.perm, csr.num_rows, csr.num_cols)
+            csr_t = CSR(csr_t.rowptr.int(), csr_t.col.int(), csr_t.row, csr_t.perm, csr_t.num_rows, csr_t.num_cols)
+        hit = g._cache["csr_int32"] = (csr, csr_t)
+    return hit  # type: ignore[return-value]
+
+
 def _aggregate_copy(g, x: Tensor, reduce: str, values: Tensor | None = None) -> Tensor:
     """``out_i = ⊕_{j->i} values_ji · x_j`` (⊕ sum or mean) as a CSR product: ``(N, *) -> (N, *)``."""
-    return spmm(g.csr(), x, values, reduce=reduce, csr_t=g.csr_t())
+    csr, csr_t = _csr_pair(g)
+    return spmm(csr, x, values, reduce=reduce, csr_t=csr_t)
+
+
+class _Gather(Function):
+    """``x[index]`` for ``index`` = the edges' sources or destinations; the backward sums each
+    node's edge gradients with a cached ``(N, E)`` CSR selector product (MKL), 2-3x faster on
+    CPU than the ``index_add_`` of ``index_select``'s own backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, selector: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.selector = selector
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return _SelectorSum.apply(grad, index, ctx.selector), None, None
+
+
+class _SelectorSum(Function):
+    """``selector @ rows``: per-node sums of edge rows; backward gathers (so double backward works)."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, index: Tensor, selector: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.selector = selector
+        flat = rows.reshape(rows.size(0), -1)
+        return (selector @ flat).reshape((selector.size(0),) + tuple(rows.shape[1:]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return _Gather.apply(grad, index, ctx.selector), None, None
+
+
+def _gather(g, x: Tensor, side: str) -> Tensor:
+    """Rows of ``x`` at each edge's ``src`` or ``dst``: ``(N, *) -> (E, *)``."""
+    index = g.src if side == "src" else g.dst
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or g.num_edges == 0:
+        return x.index_select(0, index)
+    key = ("gather_selector", side, x.dtype)
+    sel = g._cache.get(key)
+    if sel is None:
+        csr, csr_t = _csr_pair(g)
+        e = g.num_edges
+        if side == "src":  # rows = sources; csr_t's perm lists each source's edges
+            rowptr, cols = csr_t.rowptr, csr_t.perm.to(csr_t.rowptr.dtype)
+        else:  # edges are sorted by destination: row i holds edges rowptr[i]:rowptr[i+1]
+            rowptr, cols = csr.rowptr, torch.arange(e, dtype=csr.rowptr.dtype, device=x.device)
+        sel = torch.sparse_csr_tensor(rowptr, cols, torch.ones(e, dtype=x.dtype, device=x.device),
+                                      (g.num_nodes, e), check_invariants=False)
+        g._cache[key] = sel
+    return _Gather.apply(x, index, sel)
 
 
 def _gather_reduce(g, msg: Tensor, reduce: str) -> Tensor:
     """Reduce ``(E, *)`` edge messages into their destinations (dst-sorted, so ``ptr`` = rowptr)."""
     fn = segment_sum if reduce == "sum" else segment_max
-    return fn(msg, g.dst, g.num_nodes, g.csr().rowptr)
+    return fn(msg, g.dst, g.num_nodes, _csr_pair(g)[0].rowptr)
 
 
 # -------------------------------------------------------------------------------- GCN
@@ -121,7 +193,7 @@ def gcn_norm(
         loop_w = w.index_select(0, last.clamp(min=0)) if e else w.new_zeros(n)
         diag = torch.where(has_loop, loop_w, torch.full_like(loop_w, fill))
         w = w.masked_fill(is_loop, 0.0)
-    deg = segment_sum(w, dst, n, g.csr().rowptr)
+    deg = segment_sum(w, dst, n, _csr_pair(g)[0].rowptr)
     if diag is not None:
         deg = deg + diag
     dinv = deg.pow(-0.5)
@@ -283,7 +355,7 @@ class SAGE(Block):
         w_l, b_l = self.lin_l.weight, self.lin_l.bias
         narrow = False
         if self._reduce == "max":
-            agg = _gather_reduce(g, xs.index_select(0, g.src), "max")
+            agg = _gather_reduce(g, _gather(g, xs, "src"), "max")
         else:
             # The mean is a product with per-edge values 1/deg(dst) (cached on the batch), so no
             # (N, C) division runs forward or backward. W_l (mean x_j) = mean (W_l x_j): when W_l
@@ -427,7 +499,7 @@ class GINE(_GINBase):
         e = f[p.edge_input]
         if self.lin_edge is not None:
             e = self.lin_edge(e)
-        msg = torch.relu(x.index_select(0, g.src) + e)
+        msg = torch.relu(_gather(g, x, "src") + e)
         out = torch.addcmul(_gather_reduce(g, msg, "sum"), 1 + self.eps, x)
         return {p.out_key: self.mlp(out)}
 
@@ -540,17 +612,16 @@ class GatedGCN(Block):
         p = self.p
         x = f[p.input]
         m = p.out_dim
-        # One matmul for the three node maps; rows of the destination term are gathered by dst.
+        # One matmul for the three node maps (split's backward is one concatenation of (N, m) rows).
         w = torch.cat([self.A.weight, self.B.weight, self.V.weight])
         b = None if self.A.bias is None else torch.cat([self.A.bias, self.B.bias, self.V.bias])
         ax, bx, vx = F.linear(x, w, b).split(m, dim=-1)
-        src, dst = g.src, g.dst
-        e_hat = ax.index_select(0, dst) + bx.index_select(0, src)
+        e_hat = _gather(g, ax, "dst") + _gather(g, bx, "src")
         if self.C is not None:
             e_in = f[p.edge_input]
             e_hat = e_hat + self.C(e_in)
         gate = torch.sigmoid(e_hat)
-        agg = _gather_reduce(g, gate * vx.index_select(0, src), "sum")
+        agg = _gather_reduce(g, gate * _gather(g, vx, "src"), "sum")
         if p.normalize_gates:
             agg = agg / (_gather_reduce(g, gate, "sum") + p.eps)
         h = agg if self.U is None else self.U(x) + agg
@@ -674,7 +745,7 @@ class MoNet(Block):
             w = torch.exp(-0.5 * z.sum(-1))  # (E, K)
             xg = (x @ self.g).view(-1, k, m)
             if p.aggr == "max":
-                msg = (xg.index_select(0, g.src) * w.unsqueeze(-1)).sum(1)
+                msg = (_gather(g, xg, "src") * w.unsqueeze(-1)).sum(1)
                 out = _gather_reduce(g, msg, "max")
             else:
                 if p.aggr == "mean":  # fold 1/deg(dst) into the (E, K) weights
@@ -684,7 +755,7 @@ class MoNet(Block):
             din = x.size(-1)
             z = (u.view(e, 1, 1, 1, u.size(-1)) - self.mu).pow(2) / (1e-15 + self.sigma.pow(2))
             w = (torch.exp(-0.5 * z.sum(-1)) * self.g.view(din, m, k)).sum(-1)  # (E, F, M)
-            msg = (x.index_select(0, g.src).unsqueeze(-1) * w).sum(1)
+            msg = (_gather(g, x, "src").unsqueeze(-1) * w).sum(1)
             if p.aggr == "max":
                 out = _gather_reduce(g, msg, "max")
             else:

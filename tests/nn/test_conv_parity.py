@@ -209,6 +209,24 @@ def test_gine_matches_pyg(name, g, project):
     _close(block(g, dict(g.fields))["node.h"], ref(g["node.h"], g.edge_index, g["edge.e"]))
 
 
+def test_gine_gradients_match_pyg():
+    g = random_graph(40, 160, D, 3, seed=8)
+    block = GINE.build({"out_dim": 5, "hidden": [7], "norm": None, "project_edges": True},
+                       {"node.h": D, "edge.e": 3}).double()
+    ref = pyg.GINEConv(_pyg_mlp([D, 7, 5], False), edge_dim=3).double()
+    _copy(block.mlp, ref.nn)
+    _copy(block.lin_edge, ref.lin)
+    x, e = g["node.h"].clone().requires_grad_(True), g["edge.e"].clone().requires_grad_(True)
+    x_ref, e_ref = x.detach().clone().requires_grad_(True), e.detach().clone().requires_grad_(True)
+    out, out_ref = block(g, {"node.h": x, "edge.e": e})["node.h"], ref(x_ref, g.edge_index, e_ref)
+    gout = torch.randn_like(out)
+    out.backward(gout)
+    out_ref.backward(gout)
+    _close(x.grad, x_ref.grad)
+    _close(e.grad, e_ref.grad)
+    _close(block.lin_edge.weight.grad, ref.lin.weight.grad)
+
+
 # -------------------------------------------------------------------------- GatedGCN
 RES_GATED = {"edge_gates": False, "normalize_gates": False, "update_edges": False,
              "batch_norm": False, "residual": False, "act": "identity"}
@@ -233,6 +251,25 @@ def test_gated_gcn_core_matches_res_gated_graph_conv(name, g, root, bias):
         ref.bias.data.normal_()
         block.bias.data.copy_(ref.bias)
     _close(block(g, dict(g.fields))["node.h"], ref(g["node.h"], g.edge_index))
+
+
+def test_gated_gcn_core_gradients_match_pyg():
+    g = random_graph(40, 160, D, 3, seed=9)
+    block = GatedGCN.build({"out_dim": 5, **RES_GATED}, {"node.h": D}).double()
+    ref = pyg.ResGatedGraphConv(D, 5).double()
+    for ours, theirs in (("A", "lin_key"), ("B", "lin_query"), ("V", "lin_value")):
+        _copy(getattr(block, ours), getattr(ref, theirs))
+    block.U.weight.data.copy_(ref.lin_skip.weight)
+    x = g["node.h"].clone().requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, out_ref = block(g, {"node.h": x})["node.h"], ref(x_ref, g.edge_index)
+    gout = torch.randn_like(out)
+    out.backward(gout)
+    out_ref.backward(gout)
+    _close(x.grad, x_ref.grad)
+    _close(block.A.weight.grad, ref.lin_key.weight.grad)
+    _close(block.B.weight.grad, ref.lin_query.weight.grad)
+    _close(block.V.weight.grad, ref.lin_value.weight.grad)
 
 
 def _gated_reference(block, x, edge_index, e, eps):
