@@ -309,6 +309,34 @@ def spmm(
     return _mean_scale(csr, out) if reduce == "mean" else out
 
 
+def sddmm(csr: CSR, a: Tensor, b: Tensor, csr_t: CSR | None = None) -> Tensor:
+    """Sampled dense-dense product: ``out[e] = ⟨a[row[e]], b[col[e]]⟩`` for every entry ``e`` of ``csr``.
+
+    With ``csr = graph.csr()`` (rows = destinations) this is the dot-product attention logit
+    ``q_i · k_j`` of every edge ``j -> i`` without materialising ``(E, C)`` gathers. The
+    transpose of :func:`spmm` in its values; differentiable in ``a`` and ``b`` (twice).
+
+    Args:
+        csr: sparse pattern, ``num_rows x num_cols``.
+        a: one row per CSR row; b: one row per CSR column.
+        csr_t: the transposed CSR (``graph.csr_t()``), for the gradient wrt ``b``.
+
+    Shapes:
+        a ``(num_rows, C)``, b ``(num_cols, C)`` → ``(nnz,)``;
+        a ``(num_rows, H, C)``, b ``(num_cols, H, C)`` → ``(nnz, H)``.
+    """
+    if a.dim() not in (2, 3) or b.shape[1:] != a.shape[1:] or a.size(0) != csr.num_rows \
+            or b.size(0) != csr.num_cols:
+        raise DataError(
+            f"sddmm: a must be ({csr.num_rows}, [H,] C) and b ({csr.num_cols}, [H,] C) with the same "
+            f"trailing shape, found {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    pattern = _Pattern(csr, csr_t)
+    if torch.compiler.is_compiling() and torch.is_grad_enabled():
+        pattern.resolve()
+    return _Sddmm.apply(pattern, a, b)
+
+
 def gather_scatter_reference(
     csr: CSR, x: Tensor, values: Tensor | None = None, reduce: str = "sum"
 ) -> Tensor:
@@ -324,4 +352,4 @@ def gather_scatter_reference(
     return _mean_scale(csr, out) if reduce == "mean" else out
 
 
-__all__ = ["gather_scatter_reference", "spmm"]
+__all__ = ["gather_scatter_reference", "sddmm", "spmm"]

@@ -195,6 +195,25 @@ def test_transformer_sparse_matches_pyg(name, g, root_weight, concat, edge, beta
     assert (out - want).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("edge", [False, True])
+def test_transformer_gradients_match_pyg(edge):
+    _, g = graph_cases("batch")[0]
+    ours, ref = _transformer_pair(edge=edge, heads=3)
+    out, f = _run(ours, g, grad=True)
+    x = g["node.h"].clone().requires_grad_()
+    e = g["edge.e"].clone().requires_grad_()
+    want = ref(x, g.edge_index, e if edge else None)
+    w = torch.randn_like(want)
+    (out * w).sum().backward()
+    (want * w).sum().backward()
+    assert (f["node.h"].grad - x.grad).abs().max().item() <= TOL
+    if edge:
+        assert (f["edge.e"].grad - e.grad).abs().max().item() <= TOL
+    mine = dict(ours.named_parameters())
+    for k, p in ref.named_parameters():
+        assert (mine[k].grad - p.grad).abs().max().item() <= TOL, k
+
+
 def _complete_batch(sizes, feat=8, seed=0, self_loops=False) -> Graph:
     gen = torch.Generator().manual_seed(seed)
     graphs = []
