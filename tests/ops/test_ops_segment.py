@@ -52,9 +52,8 @@ def loop_reduce(x: torch.Tensor, index: torch.Tensor, num_segments: int, reduce:
     for s in range(num_segments):
         rows = x[index == s]
         if rows.size(0):
-            out[s] = {"sum": rows.sum(0), "mean": rows.mean(0), "max": rows.amax(0), "min": rows.amin(0)}[
-                reduce
-            ]
+            op = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax, "min": torch.amin}[reduce]
+            out[s] = op(rows, 0)
     return out
 
 
@@ -92,6 +91,16 @@ def test_reductions_match_loop_and_pyg(reduce, case, shape, use_ptr):
         ref = pyg_utils.scatter(x, index, 0, dim_size=num_segments, reduce=reduce)
         torch.testing.assert_close(out, ref)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("use_ptr", [False, True])
+def test_integer_inputs(use_ptr):
+    index, ptr = make_index(6, 30)
+    x = torch.randint(-50, 50, (30, 3))
+    for reduce in ("sum", "max", "min"):
+        out = scatter(x, index, 6, reduce, ptr if use_ptr else None)
+        assert out.dtype == torch.long
+        torch.testing.assert_close(out, loop_reduce(x, index, 6, reduce))
 
 
 @pytest.mark.parametrize("fn", [segment_sum, segment_mean, segment_max, segment_min])
