@@ -14,13 +14,14 @@ from graphdl.ops.segment import (
     segment_softmax,
     segment_sum,
 )
-from graphdl.ops.spmm import gather_scatter_reference, spmm
+from graphdl.ops.spmm import gather_scatter_reference, sddmm, spmm
 
 __all__ = [
     "CSR",
     "REDUCTIONS",
     "gather_scatter_reference",
     "scatter",
+    "sddmm",
     "segment_max",
     "segment_mean",
     "segment_min",

@@ -325,11 +325,20 @@ def sddmm(csr: CSR, a: Tensor, b: Tensor, csr_t: CSR | None = None) -> Tensor:
         a ``(num_rows, C)``, b ``(num_cols, C)`` → ``(nnz,)``;
         a ``(num_rows, H, C)``, b ``(num_cols, H, C)`` → ``(nnz, H)``.
     """
-    if a.dim() not in (2, 3) or b.shape[1:] != a.shape[1:] or a.size(0) != csr.num_rows \
-            or b.size(0) != csr.num_cols:
+    if (
+        a.dim() not in (2, 3)
+        or b.shape[1:] != a.shape[1:]
+        or a.size(0) != csr.num_rows
+        or b.size(0) != csr.num_cols
+    ):
         raise DataError(
             f"sddmm: a must be ({csr.num_rows}, [H,] C) and b ({csr.num_cols}, [H,] C) with the same "
             f"trailing shape, found {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if not a.is_floating_point() or a.dtype != b.dtype or a.device != b.device or a.device != csr.col.device:
+        raise DataError(
+            f"sddmm: a ({a.dtype}, {a.device}) and b ({b.dtype}, {b.device}) must share one floating "
+            f"dtype and the CSR's device ({csr.col.device})"
         )
     pattern = _Pattern(csr, csr_t)
     if torch.compiler.is_compiling() and torch.is_grad_enabled():

@@ -9,7 +9,7 @@ import torch
 
 from graphdl.data.graph import Graph
 from graphdl.errors import DataError
-from graphdl.ops import CSR, gather_scatter_reference, spmm
+from graphdl.ops import CSR, gather_scatter_reference, sddmm, spmm
 
 spmm_module = importlib.import_module("graphdl.ops.spmm")  # the package re-exports the function `spmm`
 
@@ -238,3 +238,29 @@ def test_ops_trace_without_graph_breaks():
     got = torch.autograd.grad(out.pow(2).sum(), (x, w))
     for a, b in zip(got, torch.autograd.grad(ref.pow(2).sum(), (x, w))):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("heads", [None, 3])
+def test_sddmm_matches_gather_and_gradchecks(kind, heads):
+    g = random_graph(kind, seed=8)
+    csr = g.csr()
+    shape = (4,) if heads is None else (heads, 4)
+    a = torch.randn((g.num_nodes,) + shape, dtype=torch.float64, requires_grad=True)
+    b = torch.randn((g.num_nodes,) + shape, dtype=torch.float64, requires_grad=True)
+    out = sddmm(csr, a, b, g.csr_t())
+    assert out.shape == (g.num_edges,) + shape[:-1]
+    torch.testing.assert_close(out, (a[g.dst] * b[g.src]).sum(-1))
+    if g.num_edges:
+        fn = lambda a, b: sddmm(csr, a, b)
+        assert torch.autograd.gradcheck(fn, (a, b), fast_mode=True)
+        assert torch.autograd.gradgradcheck(fn, (a, b), fast_mode=True)
+
+
+def test_sddmm_errors():
+    g = random_graph("small")
+    a = torch.randn(g.num_nodes, 4)
+    with pytest.raises(DataError, match="same trailing shape"):
+        sddmm(g.csr(), a, torch.randn(g.num_nodes, 5))
+    with pytest.raises(DataError, match="share one floating dtype"):
+        sddmm(g.csr(), a, a.double())
