@@ -186,6 +186,7 @@ def load_dataset_types() -> None:
             importlib.import_module(f"graphdl.data.{mod.name}")
         except ImportError:  # a module whose optional dependency is missing registers nothing
             pass
+    importlib.import_module("graphdl.wl.dataset")  # `wl_pairs` lives with the WL package
 
 
 class DatasetSection(_Section):
