@@ -13,7 +13,11 @@ Lowerings (the block picks the cheapest one its message allows):
 * edge-dependent messages (GINE, GatedGCN, SAGE max): gather source rows, build the
   ``(E, C)`` messages, reduce them with a segment reduction over the dst-sorted edges
   (:func:`graphdl.ops.segment_sum` / :func:`~graphdl.ops.segment_max` with the CSR's
-  ``rowptr``).
+  ``rowptr``); on CPU the gathers' backward is a CSR selector product instead of
+  ``index_add_`` (2-3x faster there).
+
+The CSR products use 32-bit copies of the batch's CSR indices (cached), which MKL takes
+without converting them on every call.
 
 Normalisation coefficients that depend only on the graph (GCN without edge weights,
 MoNet's degree pseudo-coordinates) are cached on the batch (``Graph._cache``), keyed by
@@ -124,7 +128,10 @@ class _SelectorSum(Function):
         ctx.save_for_backward(index)
         ctx.selector = selector
         flat = rows.reshape(rows.size(0), -1)
-        return (selector @ flat).reshape((selector.size(0),) + tuple(rows.shape[1:]))
+        # addmm into a fresh output (beta=0) skips the zero fill and copy of `selector @ flat`
+        out = flat.new_empty(selector.size(0), flat.size(1))
+        torch.addmm(out, selector, flat, beta=0.0, out=out)
+        return out.reshape((selector.size(0),) + tuple(rows.shape[1:]))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -135,7 +142,8 @@ class _SelectorSum(Function):
 def _gather(g, x: Tensor, side: str) -> Tensor:
     """Rows of ``x`` at each edge's ``src`` or ``dst``: ``(N, *) -> (E, *)``."""
     index = g.src if side == "src" else g.dst
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or g.num_edges == 0:
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or g.num_edges == 0
+            or torch.compiler.is_compiling()):  # compile cannot trace sparse tensors: plain gather
         return x.index_select(0, index)
     key = ("gather_selector", side, x.dtype)
     sel = g._cache.get(key)
