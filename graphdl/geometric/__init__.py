@@ -1,0 +1,1 @@
+"""Geometric tooling: `graphdl verify` (equivariance measurements of compiled specs)."""
