@@ -213,6 +213,13 @@ def _run_check(spec, pairs, cfg, family_params, progress, limit) -> CheckReport:
         cases = cases[:limit]
     if not cases:
         raise DataError(f"no pairs to check in `{family}`")
+    widths = {k: tuple(v.shape[1:]) for k, v in cases[0].g1.fields.items()}
+    for c in cases:
+        for g in (c.g1, c.g2):
+            bad = [k for k, w in widths.items() if k not in g.fields or tuple(g.fields[k].shape[1:]) != w]
+            if bad:
+                raise DataError(f"pair `{c.meta.get('name', '?')}` has fields {bad[0]} of another width than the first "
+                                f"pair's {widths[bad[0]]}; check families with different labels separately")
     make_model, out_key, p = _prepare_spec(spec, cases[0].g1)
     threshold = cfg.threshold if cfg.threshold is not None else t2_threshold(cfg.relabelings, p, cfg.alpha)
     if cfg.relabelings <= p:
