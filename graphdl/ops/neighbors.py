@@ -6,7 +6,7 @@ never connects nodes of different graphs, never makes self-loops, and returns
 
 * ``complete_graph``: every ordered pair ``(j -> i)``, ``j ≠ i``, of the same graph.
 * ``radius_graph``: pairs with ``‖x_i − x_j‖ < cutoff``, found with a cell list (cells of
-  side ``cutoff``; each node only looks at its own and the 26 adjacent cells), so memory is
+  side ``cutoff``, or larger for a tiny cutoff in a large box; each node only looks at its own and the 26 adjacent cells), so memory is
   O(N · neighbours), never an N×N distance matrix. ``max_neighbors`` keeps, per destination,
   the nearest sources first, ties broken by the smaller source index (deterministic).
 * ``knn_graph``: each destination's ``k`` nearest sources of its graph (same tie rule);
@@ -99,7 +99,11 @@ def radius_graph(pos: Tensor, batch: Tensor | None, cutoff: float,
     # graph-local integer cell coordinates, padded by one cell on each side
     lo = torch.full((num_graphs, dim), float("inf"), dtype=p.dtype, device=device)
     lo = lo.scatter_reduce(0, batch[:, None].expand(-1, dim), p, reduce="amin", include_self=True)
-    cell = torch.floor((p - lo[batch]) / cutoff).long() + 1  # (N, D) >= 1
+    # cells of side >= cutoff: neighbours are then in adjacent cells; a side of at least
+    # span / 2^14 keeps the int64 cell keys from overflowing when the cutoff is tiny
+    span = float((p - lo[batch]).max())
+    side = max(float(cutoff), span / 16384.0)
+    cell = torch.floor((p - lo[batch]) / side).long() + 1  # (N, D) >= 1
     extent = cell.max(0).values + 2  # cells per axis incl. padding
     stride = torch.ones(dim + 1, dtype=torch.long, device=device)
     for a in range(dim - 1, -1, -1):  # loop over axes (D <= 3), not nodes

@@ -71,3 +71,9 @@ def test_build_graph_carries_edge_fields():
     assert e[hit].tolist() == [5.0] and e[~hit].abs().sum() == 0
     r = build_graph(g, GraphSpec(kind="radius", cutoff=100.0))
     assert torch.equal(r.edge_index, out.edge_index)
+
+
+def test_radius_graph_tiny_cutoff_in_huge_box():
+    # 1e9 cells per axis at side = cutoff would overflow int64 keys; the builder widens cells
+    pos = torch.tensor([[0.0, 0, 0], [1e-3, 0, 0], [1e6, 1e6, 1e6], [1e6, 1e6, 1e6 + 5e-4]], dtype=torch.float64)
+    assert radius_graph(pos, None, 1.5e-3).tolist() == [[1, 0, 3, 2], [0, 1, 2, 3]]
