@@ -5,7 +5,8 @@
 cycles through it (Bouritsas et al. 2022, "GSN: Graph Substructure Networks") separates
 graphs 1-WL cannot, e.g. CSL graphs C(41, 2) (triangles) and C(41, 3) (extra 4-cycles).
 
-``cycle_counts`` computes, per node ``i`` of an undirected simple graph with adjacency ``A``
+``random_features`` gives every node a random vector instead (separates almost anything,
+but only in distribution under relabelling). ``cycle_counts`` computes, per node ``i`` of an undirected simple graph with adjacency ``A``
 and degrees ``d``::
 
     c3(i) = (A³)_ii / 2
@@ -111,4 +112,40 @@ class CycleCounts(Block):
         return {self.p.output: out}
 
 
-__all__ = ["CycleCounts", "cycle_counts", "dense_adjacency"]
+@register_block("random_features")
+class RandomFeatures(Block):
+    """Random node features (Abboud et al. 2021; Sato et al. 2021): ``r_i ~ N(0, I_dim)``
+    written to ``output``, so that message passing can tell apart nodes 1-WL colours alike.
+
+    Training draws fresh features every forward; evaluation draws them from a generator
+    seeded with ``seed`` at each forward, so one batch gets the same features every time.
+    The features are i.i.d. per node of the batch, so a model using them is invariant to
+    relabelling only in distribution: its outputs vary, and ``graphdl wl check``'s T² test
+    counts a pair as separated only when the mean output differs. Shapes: writes ``(N, dim)``.
+    """
+
+    family = "structural"
+
+    class Params(BlockParams):
+        output: str = "node.random"
+        dim: int = Field(8, ge=1)
+        seed: int = 0
+
+        _v_out = field_validator("output")(_check_key)
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        if split_key(p.output)[0] != "node":
+            raise InferenceError(f"random_features writes a node field, found output `{p.output}`; "
+                                 f"use `output: node.random`")
+        return Signature({}, {p.output: Scalar(p.dim)})
+
+    def forward(self, g, f):
+        n = g.num_nodes
+        if self.training:
+            return {self.p.output: torch.randn(n, self.p.dim, device=g.device)}
+        gen = torch.Generator().manual_seed(self.p.seed)
+        return {self.p.output: torch.randn(n, self.p.dim, generator=gen).to(g.device)}
+
+
+__all__ = ["CycleCounts", "RandomFeatures", "cycle_counts", "dense_adjacency"]

@@ -123,3 +123,44 @@ def test_cli_rejects_node_output(tmp_path, capsys):
     rc = main(["wl", "check", str(spec), "--pairs", "csl", "--limit", "1"])
     assert rc == 2
     assert "scalar graph output" in capsys.readouterr().err
+
+
+def test_random_features_fixed_in_eval_fresh_in_training():
+    from graphdl.nn.structural import RandomFeatures
+
+    g = load_pairs("csl")[0].g1
+    blk = RandomFeatures.build({"dim": 4, "seed": 3}, {})
+    blk.eval()
+    a, b = blk(g, {})["node.random"], blk(g, {})["node.random"]
+    assert a.shape == (41, 4) and torch.equal(a, b)
+    blk.train()
+    assert not torch.equal(blk(g, {})["node.random"], blk(g, {})["node.random"])
+
+
+def test_random_features_model_keeps_isomorphic_pairs_together(tmp_path):
+    # features are i.i.d. per node of the batch, so outputs vary across relabellings but with
+    # the same distribution for both graphs of an isomorphic pair: T² stays under threshold
+    spec = tmp_path / "rf.yaml"
+    spec.write_text(
+        "graphdl: 1\ninputs: {node.x: 1}\nmodel:\n  layers:\n"
+        "    - {type: random_features, output: node.r, dim: 4}\n"
+        "    - {type: concat, inputs: [node.x, node.r], output: node.h}\n"
+        "    - {type: gin, input: node.h, out_dim: 16, repeat: 2}\n"
+        "    - {type: readout, input: node.h, output: graph.y, reduce: sum}\n")
+    pairs = load_pairs("random", n_pairs=2)[1:]  # relabelled
+    report = run_check(str(spec), pairs, CheckConfig(epochs=5))
+    assert [r.verdict for r in report.pairs] == ["not_separated"]
+    assert 0 < report.pairs[0].t2 < report.threshold and 0 < report.pairs[0].t2_reliability < report.threshold
+
+
+def test_wl_section_supplies_defaults(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(open(SPECS + "gin.yaml").read() + "wl: {pairs: [aggregators], epochs: 3, relabelings: 20}\n")
+    out = tmp_path / "r.json"
+    assert main(["wl", "check", str(spec), "--limit", "1", "-q", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())["reports"][0]
+    assert rep["family"] == "aggregators" and rep["config"]["epochs"] == 3 and rep["config"]["relabelings"] == 20
+    assert rep["threshold"] == pytest.approx(t2_threshold(20, 16))
+    spec.write_text(open(SPECS + "gin.yaml").read() + "wl: {epoch: 3}\n")
+    assert main(["wl", "check", str(spec), "--pairs", "csl"]) == 2
+    assert "unknown key `epoch`" in capsys.readouterr().err
