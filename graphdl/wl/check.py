@@ -21,8 +21,9 @@ All 2n relabelled graphs of a pair go through the model as one collated batch pe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -285,5 +286,17 @@ def plot_counts(reports: list[CheckReport], path: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["CheckConfig", "CheckReport", "PairResult", "check_pair", "format_table", "hotelling_t2",
-           "plot_counts", "run_check", "t2_threshold", "SEPARATED", "NOT_SEPARATED", "UNRELIABLE"]
+__all__ = [
+    "NOT_SEPARATED",
+    "SEPARATED",
+    "UNRELIABLE",
+    "CheckConfig",
+    "CheckReport",
+    "PairResult",
+    "check_pair",
+    "format_table",
+    "hotelling_t2",
+    "plot_counts",
+    "run_check",
+    "t2_threshold",
+]

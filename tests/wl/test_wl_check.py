@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -155,12 +156,12 @@ def test_random_features_model_keeps_isomorphic_pairs_together(tmp_path):
 
 def test_wl_section_supplies_defaults(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
-    spec.write_text(open(SPECS + "gin.yaml").read() + "wl: {pairs: [aggregators], epochs: 3, relabelings: 20}\n")
+    spec.write_text(Path(SPECS + "gin.yaml").read_text() + "wl: {pairs: [aggregators], epochs: 3, relabelings: 20}\n")
     out = tmp_path / "r.json"
     assert main(["wl", "check", str(spec), "--limit", "1", "-q", "--out", str(out)]) == 0
     rep = json.loads(out.read_text())["reports"][0]
     assert rep["family"] == "aggregators" and rep["config"]["epochs"] == 3 and rep["config"]["relabelings"] == 20
     assert rep["threshold"] == pytest.approx(t2_threshold(20, 16))
-    spec.write_text(open(SPECS + "gin.yaml").read() + "wl: {epoch: 3}\n")
+    spec.write_text(Path(SPECS + "gin.yaml").read_text() + "wl: {epoch: 3}\n")
     assert main(["wl", "check", str(spec), "--pairs", "csl"]) == 2
     assert "unknown key `epoch`" in capsys.readouterr().err
