@@ -165,3 +165,17 @@ def test_wl_section_supplies_defaults(tmp_path, capsys):
     spec.write_text(Path(SPECS + "gin.yaml").read_text() + "wl: {epoch: 3}\n")
     assert main(["wl", "check", str(spec), "--pairs", "csl"]) == 2
     assert "unknown key `epoch`" in capsys.readouterr().err
+
+
+def test_laplacian_pe_matches_numpy_and_pads():
+    from graphdl.nn.structural import laplacian_pe
+
+    graphs = [nx.path_graph(5), nx.path_graph(3)]
+    g = collate([graph_from_networkx(G) for G in graphs])
+    pe = laplacian_pe(g, 3)
+    L = nx.normalized_laplacian_matrix(graphs[0]).toarray()
+    want = np.abs(np.linalg.eigh(L)[1][:, 1:4])
+    np.testing.assert_allclose(pe[:5].numpy(), want, atol=1e-6)
+    L3 = nx.normalized_laplacian_matrix(graphs[1]).toarray()
+    np.testing.assert_allclose(pe[5:, :2].numpy(), np.abs(np.linalg.eigh(L3)[1][:, 1:3]), atol=1e-6)
+    assert pe[5:, 2].abs().max() == 0  # 3 nodes: only 2 non-trivial eigenvectors
