@@ -318,3 +318,14 @@ def test_tfn_spec_graph_output_is_invariant():
 def test_parse_type_roundtrip_of_written_irreps():
     assert parse_type(str(Irreps.parse(OUT))) == Irreps.parse(OUT)
 
+
+
+@pytest.mark.parametrize("kind", list(BLOCKS))
+def test_graph_without_edges_gives_self_interaction(kind):
+    block = _build(kind)
+    n = 4
+    g = Graph(None, n, {"node.h": torch.randn(n, Irreps.parse(IN).dim), "node.pos": torch.randn(n, 3),
+                        "edge.q": torch.zeros(0, 1)})
+    out = _run(block, g)
+    torch.testing.assert_close(out, block._finish(g["node.h"], torch.zeros(n, block.irreps_pre.dim)))
+    assert out.abs().max() > 1e-3
