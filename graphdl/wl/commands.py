@@ -38,7 +38,8 @@ def _common(p) -> None:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("wl", help="Weisfeiler-Leman expressiveness checks of a model on graph pairs",
-                              description=__doc__)
+                              description="Which graph pairs a model separates, by BREC's paired T² test "
+                                          "(Wang & Zhang 2023), beside the 1-WL and 3-WL verdicts.")
     sub = p.add_subparsers(dest="wl_command", metavar="WL_COMMAND")
     c = sub.add_parser("check", help="which pairs of a family a model separates (BREC paired T² test)")
     c.add_argument("spec", help="model spec with one scalar graph output (e.g. specs/wl/gin.yaml)")
