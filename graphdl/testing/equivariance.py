@@ -22,8 +22,8 @@ Public helpers: :func:`equivariance_errors`, :func:`assert_equivariant`,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 from torch import Tensor

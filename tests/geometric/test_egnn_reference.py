@@ -44,7 +44,7 @@ def test_egnn_matches_dense_equations():
 
 def test_radial_field_matches_dense_equations():
     blk = block_type("radial_field").build({"hidden": 8, "edge_input": "edge.a"}, FIELDS).double()
-    g, (h, x, v, a) = _systems(seed=1)
+    g, (_, x, _, a) = _systems(seed=1)
     out = blk(g, dict(g.fields))["node.pos"]
     n = x.shape[1]
     r = x[:, :, None] - x[:, None, :]

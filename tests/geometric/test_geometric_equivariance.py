@@ -7,6 +7,7 @@ import torch
 
 from graphdl.compile.compiler import plan_spec
 from graphdl.errors import SpecError
+from graphdl.geometric.commands import verify_spec
 from graphdl.nn import egnn as egnn_mod
 from graphdl.nn.base import block_type
 from graphdl.testing.equivariance import (
@@ -16,7 +17,6 @@ from graphdl.testing.equivariance import (
     random_graph_for,
     random_rotation,
 )
-from graphdl.geometric.commands import verify_spec
 from graphdl.types import Irreps
 
 ROOT = Path(__file__).resolve().parents[2]
