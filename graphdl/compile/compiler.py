@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from graphdl.data.graph import Graph
-from graphdl.errors import DataError, InferenceError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import LayerEntry, Spec, parse_spec, validate_model
@@ -74,7 +74,7 @@ def plan_spec(spec: Spec | Any) -> Plan:
         for r in range(entry.repeat):
             try:
                 sig = cls.infer(params, fields, ctx)
-            except InferenceError as e:
+            except (InferenceError, KernelUnavailableError) as e:
                 where = entry.path
                 msg = str(e)
                 if not msg.startswith(cls.name):
