@@ -16,14 +16,17 @@ per-node scalars per head. They are computed once per node, only ``E x H`` scala
 gathered, normalised with a segment softmax over the destination-sorted edges, and the
 weighted sum ``Σ_j α_ij W x_j`` is one CSR sparse x dense product with per-head values
 (:func:`graphdl.ops.spmm.spmm`). Edge features enter the logit through ``a_edge·W_e e_ij``,
-folded into one ``(edge_dim, H)`` matrix, so they cost ``E x H`` too.
+folded into one ``(edge_dim, H)`` matrix, so they cost ``E x H`` too. GATv2's logit is
+nonlinear in the edge's two endpoints, so it needs one ``E x H x C`` tensor: a fused autograd
+function keeps it to that one. The transformer's logits ``q_i·k_j`` are a sampled dense-dense
+product (:func:`graphdl.ops.spmm.sddmm`).
 
 Self-loops (``add_self_loops: true``, the PyG default) follow PyG exactly: existing loops are
 removed and one loop per node is added; a new loop's edge feature is ``fill_value``
 (``mean`` of the node's incoming edge features by default). Removal is done without a host
 sync: old loops stay in the edge list with their logit set to ``-inf`` (weight exactly 0),
-and the new loop of node ``i`` is placed at the end of ``i``'s destination segment, so no
-re-sort is needed. The structure is cached on the batch and shared by every attention layer.
+and the new loop of node ``i`` is placed at the end of ``i``'s destination segment, so the
+destination order needs no re-sort. The structure is cached on the batch and shared by every attention layer.
 """
 
 from __future__ import annotations
@@ -445,7 +448,7 @@ class GraphTransformer(Block):
         return out
 
     def _dense(self, g, q, k, v):
-        n, H, C = q.shape
+        H, C = q.shape[1:]
         idx, counts, m = dense_index(g, self.ctx.num_nodes_hint)
         b = g.num_graphs
 

@@ -161,4 +161,4 @@ class MPNN(Block):
         return {self.p.out_key: self.gru(m, h)}
 
 
-__all__ = ["EdgeNetworkConv", "MPNN", "NNConv"]
+__all__ = ["MPNN", "EdgeNetworkConv", "NNConv"]

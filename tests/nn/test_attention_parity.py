@@ -49,9 +49,9 @@ def _gat_pair(heads, concat, edge, v2=False, share=False, **extra):
                   share_src_dst=share, **extra)
     ours = GAT.build(params, FIELDS).to(DT)
     _randomize(ours)
-    kw = dict(heads=heads, concat=concat, edge_dim=3 if edge else None,
-              add_self_loops=extra.get("add_self_loops", True), fill_value=extra.get("fill_value", "mean"),
-              bias=extra.get("bias", True), negative_slope=extra.get("negative_slope", 0.2))
+    kw = {"heads": heads, "concat": concat, "edge_dim": 3 if edge else None,
+              "add_self_loops": extra.get("add_self_loops", True), "fill_value": extra.get("fill_value", "mean"),
+              "bias": extra.get("bias", True), "negative_slope": extra.get("negative_slope", 0.2)}
     if v2:
         ref = GATv2Conv(8, 4, share_weights=share, **kw).to(DT)
         _copy_to(ref, ours, {"lin_r.": "lin_l."} if share else None)
@@ -148,7 +148,7 @@ def test_self_loop_structure_matches_remove_then_add():
     kept = g.edge_index[:, g.src != g.dst]
     want = torch.cat([kept, torch.arange(n).repeat(2, 1)], 1)
     have = torch.stack([le.src, le.dst])[:, ~le.old_loop]
-    key = lambda ei: sorted(map(tuple, ei.t().tolist()))  # noqa: E731
+    key = lambda ei: sorted(map(tuple, ei.t().tolist()))
     assert key(have) == key(want)
     assert torch.all(le.dst[1:] >= le.dst[:-1])  # still dst-sorted
     assert torch.equal(le.csr.rowptr, torch.searchsorted(le.dst, torch.arange(n + 1)))
@@ -169,8 +169,8 @@ def test_gat_attention_dropout_is_training_only():
 
 # ------------------------------------------------------------------------- transformer
 def _transformer_pair(root_weight=True, concat=True, edge=False, beta=False, heads=2):
-    ours = GraphTransformer.build(dict(out_dim=4, heads=heads, concat=concat, root_weight=root_weight, beta=beta,
-                                       edge_input="edge.e" if edge else None), FIELDS).to(DT)
+    ours = GraphTransformer.build({"out_dim": 4, "heads": heads, "concat": concat, "root_weight": root_weight, "beta": beta,
+                                       "edge_input": "edge.e" if edge else None}, FIELDS).to(DT)
     _randomize(ours)
     ref = TransformerConv(8, 4, heads=heads, concat=concat, root_weight=root_weight, beta=beta,
                           edge_dim=3 if edge else None).to(DT)
@@ -230,7 +230,7 @@ def _complete_batch(sizes, feat=8, seed=0, self_loops=False) -> Graph:
 def test_transformer_dense_lowering_equals_sparse_on_complete_graphs(self_loops, concat, root_weight):
     g = _complete_batch([5, 1, 3, 7, 2], self_loops=self_loops)
     ctx = BuildContext(graph_kind="complete", self_loops=self_loops)
-    params = dict(out_dim=4, heads=3, concat=concat, root_weight=root_weight)
+    params = {"out_dim": 4, "heads": 3, "concat": concat, "root_weight": root_weight}
     dense = GraphTransformer.build(params, FIELDS, ctx).to(DT)
     sparse = GraphTransformer.build({**params, "lowering": "sparse"}, FIELDS, ctx).to(DT)
     assert dense.dense and not sparse.dense

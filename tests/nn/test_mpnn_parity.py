@@ -44,7 +44,7 @@ def _pyg_nnconv(conv, out_dim: int, aggr: str, root_weight: bool, bias: bool) ->
 @pytest.mark.parametrize("aggr, root_weight, bias", [("sum", True, True), ("mean", True, True),
                                                      ("sum", False, False), ("mean", False, True)])
 def test_nnconv_matches_pyg(name, g, aggr, root_weight, bias):
-    blk = NNConv.build(dict(out_dim=5, hidden=[16], aggr=aggr, root_weight=root_weight, bias=bias),
+    blk = NNConv.build({"out_dim": 5, "hidden": [16], "aggr": aggr, "root_weight": root_weight, "bias": bias},
                        FIELDS).to(DT)
     _randomize(blk)
     ref = _pyg_nnconv(blk.conv, 5, aggr, root_weight, bias)
@@ -56,7 +56,7 @@ def test_nnconv_matches_pyg(name, g, aggr, root_weight, bias):
 
 def test_nnconv_gradients_match_pyg():
     _, g = graph_cases("random", feat_dim=D, edge_dim=DE)[0]
-    blk = NNConv.build(dict(out_dim=5, hidden=[16], aggr="mean"), FIELDS).to(DT)
+    blk = NNConv.build({"out_dim": 5, "hidden": [16], "aggr": "mean"}, FIELDS).to(DT)
     _randomize(blk)
     ref = _pyg_nnconv(blk.conv, 5, "mean", True, True)
     f = {k: v.clone().requires_grad_() for k, v in g.fields.items()}
@@ -75,7 +75,7 @@ def test_nnconv_gradients_match_pyg():
 @pytest.mark.parametrize("name, g", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("aggr, act", [("sum", "relu"), ("mean", "identity")])
 def test_mpnn_step_matches_nnconv_plus_grucell(name, g, aggr, act):
-    blk = MPNN.build(dict(hidden=[16], aggr=aggr, act=act), FIELDS).to(DT)
+    blk = MPNN.build({"hidden": [16], "aggr": aggr, "act": act}, FIELDS).to(DT)
     _randomize(blk)
     conv = _pyg_nnconv(blk.conv, D, aggr, True, True)
     gru = nn.GRUCell(D, D).to(DT)

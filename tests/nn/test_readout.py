@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch_geometric.nn import AttentionalAggregation, Set2Set, global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.nn import (
+    AttentionalAggregation,
+    Set2Set,
+    global_add_pool,
+    global_max_pool,
+    global_mean_pool,
+)
 
 from graphdl.data.graph import Graph, collate
 from graphdl.errors import InferenceError
