@@ -273,12 +273,12 @@ def plot_counts(reports: list[CheckReport], path: str) -> None:
         c = r.counts()
         series[_short(r.spec)][j] = c["model"]
         series["1-WL"][j], series["3-WL"][j], totals[j] = c["wl1"], c["wl3"], c["pairs"]
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(families) * len(series) / 3), 3.5))
+    fig, ax = plt.subplots(figsize=(min(16, max(5, 0.18 * len(families) * len(series) + 2)), 4))
     width = 0.8 / len(series)
     for i, (name, vals) in enumerate(series.items()):
         ax.bar([j + i * width for j in range(len(families))], vals, width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(families))])
-    ax.set_xticklabels([f"{f} ({t})" for f, t in zip(families, totals)])
+    ax.set_xticklabels([f"{f} ({t})" for f, t in zip(families, totals)], rotation=20, ha="right")
     ax.set_ylabel("pairs separated")
     ax.legend(fontsize=8)
     fig.tight_layout()
