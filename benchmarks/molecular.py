@@ -18,6 +18,11 @@ validation tenth of train and the initial weights) and its test RMSE and R² are
     python benchmarks/molecular.py                    # the full comparison (a few minutes on 2 cores)
     python benchmarks/molecular.py --seeds 0 --skip-chemprop --skip-huuskonen   # one quick run of ours
 
+Measured on 2 shared cores (load average about 2 before the run): chemprop 1.345 ± 0.057
+in 20.5 s per run, graphdl 0.950 ± 0.082 in 11.6 s. The accuracy gap is the readout: our
+spec sums atom states, chemprop's default divides that sum by 100; chemprop with
+``--aggregation sum`` reaches 0.958 / 0.948 / 0.829 on these splits.
+
 Requires chemprop (``pip install -e .[bench]``). Results go to ``--out`` (default
 ``runs/bench_molecular``) as ``results.json`` too.
 """
