@@ -147,6 +147,35 @@ def test_gradcheck_small_graph(name, cls, params):
     torch.autograd.gradcheck(fn, (x, e))
 
 
+@pytest.mark.parametrize("name, g", graph_cases(feat_dim=2, edge_dim=1), ids=lambda v: v if isinstance(v, str) else "")
+def test_looped_csr_is_a_plus_identity_with_sorted_columns(name, g):
+    from graphdl.nn.conv import _looped_pair
+
+    n, e = g.num_nodes, g.num_edges
+    csr, csr_t, take = _looped_pair(g)
+    dense = torch.zeros(n, n)
+    dense.index_put_((g.dst, g.src), torch.ones(e), accumulate=True)
+    dense += torch.eye(n)
+    for m, want in ((csr, dense), (csr_t, dense.t())):
+        rowptr = m.rowptr.long()
+        rows = torch.repeat_interleave(torch.arange(n), rowptr[1:] - rowptr[:-1])
+        assert torch.equal(rows, m.row)
+        got = torch.zeros(n, n).index_put_((m.row, m.col.long()), torch.ones(e + n), accumulate=True)
+        assert torch.equal(got, want)
+        key = m.row * max(n, 1) + m.col.long()  # columns ascending within each row
+        assert bool((key[1:] >= key[:-1]).all())
+    # values in cat([edges, diagonal]) order land on their entries, in both orders
+    vals = torch.cat([torch.arange(e, dtype=torch.float64) + 1, -(torch.arange(n, dtype=torch.float64) + 1)])
+    v = vals.index_select(0, take)
+    loop = v < 0
+    assert int(loop.sum()) == n
+    assert torch.equal((-v[loop] - 1).long(), csr.row[loop]) and torch.equal(csr.col.long()[loop], csr.row[loop])
+    edge_at = torch.where(v > 0, v.long() - 1, -1)
+    ok = edge_at >= 0
+    assert torch.equal(g.src[edge_at[ok]], csr.col.long()[ok]) and torch.equal(g.dst[edge_at[ok]], csr.row[ok])
+    assert torch.equal(csr.row[csr_t.perm], csr_t.col.long()) and torch.equal(csr.col.long()[csr_t.perm], csr_t.row)
+
+
 def test_gcn_caches_graph_only_normalisation_on_the_batch():
     g = random_graph(20, 60, D, 1, seed=2)
     block = GCN.build({"out_dim": 4}, {"node.h": D}).double()
