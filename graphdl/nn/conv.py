@@ -278,8 +278,9 @@ class GCN(Block):
     (edge-list input) silently gives missing loops weight 1; here they get 2, as documented
     by PyG and the paper's ``A + 2I``.
 
-    Lowering: CSR product with per-edge coefficients plus a diagonal term for the loops; the
-    coefficients are cached on the batch when they depend on the graph only.
+    Lowering: one CSR product over ``A + I`` whose entries are the coefficients, loops
+    included, cached on the batch (without edge weights, they depend on the graph only);
+    with edge weights, a product over ``A`` plus a diagonal term, recomputed each call.
 
     Shapes: ``node.h (N, in) -> (N, out_dim)``; ``edge_weight (E, 1)`` or ``(E,)``.
     """
@@ -326,7 +327,9 @@ class GCN(Block):
         self._loops = sig.info["self_loops"]
 
     def describe_extra(self) -> str:
-        return "spmm (CSR)" + (" + diag self-loops" if self._loops else "")
+        if not self._loops:
+            return "spmm (CSR)"
+        return "spmm (CSR) + diag self-loops" if self.p.edge_weight else "spmm over A+I (CSR)"
 
     def normalization(self, g, w: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """Edge coefficients and loop diagonal (cached on ``g`` when there are no edge weights)."""
@@ -494,7 +497,8 @@ class GIN(_GINBase):
     null), ``last_act`` (apply norm + act after the last layer too), ``eps`` and
     ``train_eps`` (learn ε). Sum aggregation with an injective MLP makes GIN as strong as 1-WL.
 
-    Lowering: one CSR product (sum) and an add; no ``(E, C)`` messages.
+    Lowering: with a fixed ε, one CSR product over ``A + (1 + ε) I`` (cached on the batch);
+    with ``train_eps``, a product over ``A`` plus ``(1 + ε) h_i``. No ``(E, C)`` messages.
 
     Shapes: ``node.h (N, in) -> (N, out_dim)``.
     """
@@ -511,7 +515,7 @@ class GIN(_GINBase):
         self._build(sig.info["in_dim"])
 
     def describe_extra(self) -> str:
-        return "spmm sum (CSR)"
+        return "spmm sum (CSR)" if self.p.train_eps else "spmm over A+(1+eps)I (CSR)"
 
     def forward(self, g, f):
         p = self.p

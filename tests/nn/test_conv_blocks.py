@@ -204,9 +204,12 @@ def test_gcn_norm_rows_sum_to_one_on_a_regular_graph():
 
 
 def test_describe_names_the_lowering():
-    assert GCN.build({"out_dim": 4}, {"node.h": D}).describe_extra() == "spmm (CSR) + diag self-loops"
+    assert GCN.build({"out_dim": 4}, {"node.h": D}).describe_extra() == "spmm over A+I (CSR)"
+    weighted = GCN.build({"out_dim": 4, "edge_weight": "edge.w"}, {"node.h": D, "edge.w": 1})
+    assert weighted.describe_extra() == "spmm (CSR) + diag self-loops"
     assert SAGE.build({"out_dim": 4, "aggr": "max_pool"}, {"node.h": D}).describe_extra() == "gather + segment max"
-    assert GIN.build({"out_dim": 4}, {"node.h": D}).describe_extra() == "spmm sum (CSR)"
+    assert GIN.build({"out_dim": 4}, {"node.h": D}).describe_extra() == "spmm over A+(1+eps)I (CSR)"
+    assert GIN.build({"out_dim": 4, "train_eps": True}, {"node.h": D}).describe_extra() == "spmm sum (CSR)"
     assert MoNet.build({"out_dim": 4}, {"node.h": D}).describe_extra() == "spmm mean (CSR) x 3 kernels"
 
 
