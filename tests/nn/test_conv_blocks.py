@@ -176,6 +176,20 @@ def test_looped_csr_is_a_plus_identity_with_sorted_columns(name, g):
     assert torch.equal(csr.row[csr_t.perm], csr_t.col.long()) and torch.equal(csr.col.long()[csr_t.perm], csr_t.row)
 
 
+def test_gine_fused_aggregate_is_twice_differentiable():
+    g = _graph(dict(graph_cases(feat_dim=D, edge_dim=D))["multi_edges"])
+    block = _build(GINE, {"out_dim": 3, "hidden": [4], "norm": None, "act": "tanh"})
+    x = g["node.h"].clone().requires_grad_(True)
+    e = g["edge.e"].clone().requires_grad_(True)
+
+    def fn(x, e):
+        return block(g, {"node.h": x, "edge.e": e})["node.h"]
+
+    torch.autograd.gradcheck(fn, (x, e))
+    torch.autograd.gradgradcheck(fn, (x, e))
+    assert ("gather_selector", "dst", torch.float64) in g._cache  # the fused CPU path ran
+
+
 def test_gcn_caches_graph_only_normalisation_on_the_batch():
     g = random_graph(20, 60, D, 1, seed=2)
     block = GCN.build({"out_dim": 4}, {"node.h": D}).double()
