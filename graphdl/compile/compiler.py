@@ -172,11 +172,26 @@ class GraphModel(nn.Module):
                                 f"(shape {want}); fix `inputs:` or the featurizer")
 
     def prepare(self, g: Graph) -> Graph:
-        """Make the spec's message-passing graph for ``g`` (cached on the batch)."""
+        """Make the spec's message-passing graph for ``g``.
+
+        The result is cached on ``g``: calling the model again on the same batch (an evaluation
+        set reused every epoch) skips the neighbour search. The cache entry remembers the exact
+        tensors it was built from (edge index, batch vector, every field) and their in-place
+        version counters, so a batch whose positions moved, or a ``g.replace(...)`` copy (which
+        shares ``g``'s cache) with other fields, is rebuilt rather than served a stale graph."""
         gs = self.plan.spec.graph
-        key = ("prepared", gs.kind, gs.self_loops, gs.cutoff, gs.k, gs.max_neighbors)
+        key = ("prepared", gs.kind, gs.self_loops, gs.cutoff, gs.k, gs.max_neighbors, gs.positions)
         if g._cache.get("prepared_for") == key:
             return g
+        if gs.kind == "given" and not gs.self_loops:
+            return g
+        stamp = [g.edge_index, g.batch, *g.fields.values()]
+        names = tuple(g.fields)
+        versions = tuple(t._version if isinstance(t, Tensor) else None for t in stamp)
+        hit = g._cache.get("prepared_graph")
+        if (hit is not None and hit[0] == key and hit[1] == names and hit[3] == versions
+                and len(hit[2]) == len(stamp) and all(a is b for a, b in zip(hit[2], stamp))):
+            return hit[4]
         if gs.kind == "given":
             out = g
         else:
@@ -186,6 +201,7 @@ class GraphModel(nn.Module):
         if gs.self_loops:
             out = out.add_self_loops()
         out._cache["prepared_for"] = key
+        g._cache["prepared_graph"] = (key, names, stamp, versions, out)
         return out
 
     def forward(self, g: Graph) -> dict[str, Tensor]:

@@ -43,7 +43,7 @@ from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
-from graphdl.train.sections import TrainSection
+from graphdl.train.sections import TrainSection, dataset_parts
 from graphdl.train.splits import FileSplit, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
@@ -70,6 +70,16 @@ def _spec_dir(spec: Spec) -> str:
     return os.path.dirname(os.path.abspath(f)) if f and not f.startswith("<") else os.getcwd()
 
 
+def _defined_dir(spec: Spec, path: tuple) -> str:
+    """Directory of the file that wrote the value at ``path``: a relative path in a base spec
+    (reached through ``extends:``) is relative to that base file, not to the spec extending it."""
+    mark = spec.doc.mark(path)
+    f = mark.file if mark is not None else None
+    if f and not f.startswith("<") and os.path.exists(f):
+        return os.path.dirname(os.path.abspath(f))
+    return _spec_dir(spec)
+
+
 def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
             device: str | None = None, batch_size: int | None = None, limit: int | None = None) -> Experiment:
     """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
@@ -93,11 +103,17 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
         updates["batch_size"] = batch_size
     if updates:
         train = TrainSection.model_validate({**train.model_dump(), **updates})
-    data = resolve_dataset(spec.sections["dataset"], doc, _spec_dir(spec))
+    ds_section = spec.sections["dataset"]
+    ds_file, ds_inline = dataset_parts(ds_section)[:2]
+    # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    ds_key = ("dataset", "spec") if ds_file is not None else (
+        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+    data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
     elif isinstance(data.split, FileSplit) and not os.path.isabs(data.split.path):
-        data.split = FileSplit(path=os.path.abspath(os.path.join(_spec_dir(spec), data.split.path)))
+        where = _defined_dir(spec, ("dataset", "split", "path"))
+        data.split = FileSplit(path=os.path.abspath(os.path.join(where, data.split.path)))
     if limit is not None:
         data.limit = limit
     exp = Experiment(spec, plan, train, data, spec.sections["task"])
@@ -371,8 +387,9 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         train_loader.set_epoch(epoch - 1)
         task.row_mask = phase["train"]
         train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
-        val, _ = evaluate(model, task, val_set, phase["val"])
-        value = val.get(task.monitor) if has_val else None
+        evaluated = epoch % tr.eval_every == 0 or epoch == tr.epochs
+        val = evaluate(model, task, val_set, phase["val"])[0] if evaluated else {}
+        value = val.get(task.monitor) if has_val and evaluated else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
                 if value is not None:
@@ -381,12 +398,17 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
                 sched.scheduler.step()
         lr = opt.param_groups[0]["lr"]
         best = state["best"]
-        improved = (not has_val) or _improved(value, best["value"], task.monitor_higher, es.min_delta if es else 0.0)
-        if improved:
-            state["best"] = {"epoch": epoch, "value": value}
-            state["bad_epochs"] = 0
+        if not has_val:
+            improved = True
+        elif not evaluated:
+            improved = False
         else:
-            state["bad_epochs"] += 1
+            improved = _improved(value, best["value"], task.monitor_higher, es.min_delta if es else 0.0)
+            if improved:
+                state["best"] = {"epoch": epoch, "value": value}
+                state["bad_epochs"] = 0
+            else:
+                state["bad_epochs"] += tr.eval_every
         if es is not None and has_val and state["bad_epochs"] >= es.patience:
             state["stopped"] = True
         record = {"epoch": epoch, "lr": lr, "train": {"loss": train_loss}, "val": val}

@@ -133,11 +133,16 @@ class EarlyStopping(_Section):
 
 
 class TrainSection(_Section):
-    """How to train: epochs, batches, optimizer, schedule, early stopping, seed, device."""
+    """How to train: epochs, batches, optimizer, schedule, early stopping, seed, device.
+
+    ``eval_every: k`` evaluates the validation set after every k-th epoch and after the last one
+    (the EGNN paper's ``test_interval``); the best checkpoint, early stopping (``patience``
+    still counts epochs) and a metric-driven schedule act on those epochs only."""
 
     epochs: PositiveInt = 50
     batch_size: PositiveInt = 50
     eval_batch_size: PositiveInt | None = None
+    eval_every: PositiveInt = 1
     seed: int = 0
     optimizer: OptimizerSpec = Field(default_factory=Adam)
     schedule: ScheduleSpec = Field(default_factory=Constant)

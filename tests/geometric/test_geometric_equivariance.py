@@ -100,7 +100,36 @@ def test_irreps_matrix_is_a_representation():
     assert torch.allclose(irreps_matrix(t, b), o3.Irreps(str(t)).D_from_matrix(b), atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", ["nbody/egnn.yaml", "nbody/radial_field.yaml", "nbody/linear.yaml", "schnet.yaml"])
+def _geometric_specs() -> list[str]:
+    """Every spec under specs/ that declares a vector or irreps input, except the baselines that
+    opt out of equivariance on purpose (`raw_coordinates`; checked to be reported below)."""
+    import json
+
+    from graphdl.spec.loader import load_spec
+
+    found = []
+    for path in sorted((ROOT / "specs").rglob("*.yaml")):
+        data = load_spec(str(path)).data  # `extends:` resolved
+        if "raw_coordinates" in json.dumps(data.get("model")):
+            continue
+        inputs = data.get("inputs") or {}
+        if any(isinstance(t, str) and ("1o" in t or "1e" in t or "x" in t) for t in inputs.values()):
+            found.append(str(path.relative_to(ROOT / "specs")))
+    return found
+
+
+GEOMETRIC_SPECS = _geometric_specs()
+
+
+def test_the_geometric_spec_list_is_complete():
+    for name in ("nbody/egnn.yaml", "nbody/radial_field.yaml", "nbody/linear.yaml", "nbody/tfn.yaml",
+                 "nbody/se3_transformer.yaml", "nbody/budget/egnn.yaml", "schnet.yaml", "tfn.yaml"):
+        assert name in GEOMETRIC_SPECS, name
+    assert "nbody/gnn.yaml" not in GEOMETRIC_SPECS and "nbody/budget/gnn.yaml" not in GEOMETRIC_SPECS
+    assert "gcn.yaml" not in GEOMETRIC_SPECS
+
+
+@pytest.mark.parametrize("spec", GEOMETRIC_SPECS)
 def test_geometric_specs_pass_verify(spec):
     res = verify_spec(ROOT / "specs" / spec, trials=2)
     for out, checks in res["float64"].items():

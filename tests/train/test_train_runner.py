@@ -130,3 +130,31 @@ def test_resolved_spec_runs_again_identically(tiny, tmp_path):
     run(str(tmp_path / "a" / "spec.yaml"), out=str(tmp_path / "b"), progress=quiet())
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
     assert os.path.exists(tmp_path / "b" / "spec.yaml")
+
+
+def test_eval_every_validates_on_every_kth_and_the_last_epoch(tiny, tmp_path):
+    spec = tiny(epochs=5, replace={"  batch_size: 8\n": "  batch_size: 8\n  eval_every: 2\n"})
+    m = run(spec, out=str(tmp_path / "r"), progress=quiet())
+    seen = [e["epoch"] for e in m["epochs"] if e["val"]]
+    assert seen == [2, 4, 5]
+    assert m["best_epoch"] in seen
+    assert all("rmse" in e["val"] for e in m["epochs"] if e["val"])
+    assert (tmp_path / "r" / "learning_curve.png").stat().st_size > 0
+
+
+def test_relative_paths_in_a_base_spec_resolve_next_to_the_base(tiny, tmp_path):
+    """`extends:` from another folder: the base's `dataset.path: mols.csv` is the base's neighbour."""
+    base = tiny(epochs=1)
+    (tmp_path / "variants").mkdir()
+    child = tmp_path / "variants" / "child.yaml"
+    child.write_text("graphdl: 1\nextends: ../tiny.yaml\nname: child\ntrain: {batch_size: 4}\n")
+    m = run(os.fspath(child), out=str(tmp_path / "c"), progress=quiet())
+    assert m["spec"] == "child" and m["dataset"]["graphs"] == 48
+    # a path the child itself writes is relative to the child
+    (tmp_path / "variants" / "mols.csv").write_text((tmp_path / "mols.csv").read_text().splitlines()[0] + "\n"
+                                                    + "\n".join((tmp_path / "mols.csv").read_text().splitlines()[1:21])
+                                                    + "\n")
+    child.write_text("graphdl: 1\nextends: ../tiny.yaml\nname: child\ndataset: {path: mols.csv}\n")
+    m = run(os.fspath(child), out=str(tmp_path / "d"), progress=quiet())
+    assert m["dataset"]["graphs"] == 20
+    assert os.path.dirname(base) == os.fspath(tmp_path)
