@@ -8,6 +8,15 @@ import torch
 from torch import Tensor
 
 
+def _rowptr(sorted_rows: Tensor, num_rows: int) -> Tensor:
+    """Row pointer of row indices sorted ascending: ``rowptr[r]`` = entries in rows ``< r``.
+
+    A binary search of ``0..num_rows`` in the sorted rows: unlike ``bincount`` it never reads
+    the largest index back to the host, so building a CSR does not synchronise a GPU stream."""
+    bounds = torch.arange(num_rows + 1, dtype=sorted_rows.dtype, device=sorted_rows.device)
+    return torch.searchsorted(sorted_rows, bounds).to(torch.long)
+
+
 @dataclass(frozen=True, eq=False)
 class CSR:
     """Row-compressed index of a sparse ``num_rows x num_cols`` matrix.
@@ -37,18 +46,12 @@ class CSR:
         key = row * max(num_cols, 1) + col
         perm = torch.sort(key, stable=True).indices
         row_s, col_s = row[perm], col[perm]
-        counts = torch.bincount(row_s, minlength=num_rows)
-        rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
-        torch.cumsum(counts, 0, out=rowptr[1:])
-        return cls(rowptr, col_s, row_s, perm, num_rows, num_cols)
+        return cls(_rowptr(row_s, num_rows), col_s, row_s, perm, num_rows, num_cols)
 
     @classmethod
     def from_sorted_rows(cls, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> "CSR":
         """Build from coordinates already sorted by row; no permutation is stored."""
-        counts = torch.bincount(row, minlength=num_rows)
-        rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
-        torch.cumsum(counts, 0, out=rowptr[1:])
-        return cls(rowptr, col, row, None, num_rows, num_cols)
+        return cls(_rowptr(row, num_rows), col, row, None, num_rows, num_cols)
 
     def degree(self) -> Tensor:
         """Entries per row, ``(num_rows,)``."""
