@@ -212,8 +212,10 @@ class RadialField(Block):
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
         hid = p.hidden
+        # φ_rf's last layer starts near zero (as φ_x in egnn): the untrained block is
+        # x' ≈ x + φ_v(‖v‖) v instead of a random radial push that training must first undo
         self.phi = nn.Sequential(nn.Linear(1 + sig.info["de"], hid), activation(p.act),
-                                 nn.Linear(hid, 1, bias=False), nn.Tanh())
+                                 _xavier_small(nn.Linear(hid, 1, bias=False)), nn.Tanh())
         if p.vel is not None:
             self.phi_v = MLP([1, hid, 1], act=p.act)
 
