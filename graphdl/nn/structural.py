@@ -73,8 +73,22 @@ def cycle_counts(g, lengths: tuple[int, ...] = CYCLE_LENGTHS) -> Tensor:
     return torch.stack(cols, -1)
 
 
+class _FeatureBlock(Block):
+    """A block that writes features computed from the graph alone (no input tensor to take a
+    dtype from): a zero-size, non-persistent buffer follows ``model.to(dtype)`` / ``.double()``
+    so the features come out in the model's floating dtype."""
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        self.register_buffer("_dtype_probe", torch.zeros(0), persistent=False)
+
+    @property
+    def out_dtype(self) -> torch.dtype:
+        return self._dtype_probe.dtype
+
+
 @register_block("cycle_counts")
-class CycleCounts(Block):
+class CycleCounts(_FeatureBlock):
     """Per-node counts of k-cycles (k in ``lengths``) written to ``output`` (GSN, Bouritsas et
     al. 2022): ``c3(i) = (A³)_ii / 2``, ``c4(i) = ((A⁴)_ii − d_i² − Σ_{j~i}(d_j − 1)) / 2``.
 
@@ -102,10 +116,10 @@ class CycleCounts(Block):
         return Signature({}, {p.output: Scalar(len(p.lengths))})
 
     def forward(self, g, f):
-        key = ("cycle_counts", tuple(self.p.lengths), self.p.transform)
+        key = ("cycle_counts", tuple(self.p.lengths), self.p.transform, self.out_dtype)
         out = g._cache.get(key)
         if out is None:
-            out = cycle_counts(g, tuple(self.p.lengths))
+            out = cycle_counts(g, tuple(self.p.lengths)).to(self.out_dtype)
             if self.p.transform == "log1p":
                 out = torch.log1p(out)
             g._cache[key] = out
@@ -140,7 +154,7 @@ def laplacian_pe(g, k: int) -> Tensor:
 
 
 @register_block("laplacian_pe")
-class LaplacianPE(Block):
+class LaplacianPE(_FeatureBlock):
     """Laplacian positional encodings (Dwivedi et al. 2020): ``|v_1 .. v_k|`` per node, the
     eigenvectors of ``L = I − D^{-1/2} A D^{-1/2}`` for the k smallest non-zero eigenvalues,
     per graph (dense padded ``eigh``, cached per batch). The absolute value removes the sign
@@ -163,15 +177,15 @@ class LaplacianPE(Block):
         return Signature({}, {p.output: Scalar(p.k)})
 
     def forward(self, g, f):
-        key = ("laplacian_pe", self.p.k)
+        key = ("laplacian_pe", self.p.k, self.out_dtype)
         out = g._cache.get(key)
         if out is None:
-            out = g._cache[key] = laplacian_pe(g, self.p.k)
+            out = g._cache[key] = laplacian_pe(g, self.p.k).to(self.out_dtype)
         return {self.p.output: out}
 
 
 @register_block("random_features")
-class RandomFeatures(Block):
+class RandomFeatures(_FeatureBlock):
     """Random node features (Abboud et al. 2021; Sato et al. 2021): ``r_i ~ N(0, I_dim)``
     written to ``output``, so that message passing can tell apart nodes 1-WL colours alike.
 
@@ -201,9 +215,9 @@ class RandomFeatures(Block):
     def forward(self, g, f):
         n = g.num_nodes
         if self.training:
-            return {self.p.output: torch.randn(n, self.p.dim, device=g.device)}
+            return {self.p.output: torch.randn(n, self.p.dim, device=g.device, dtype=self.out_dtype)}
         gen = torch.Generator().manual_seed(self.p.seed)
-        return {self.p.output: torch.randn(n, self.p.dim, generator=gen).to(g.device)}
+        return {self.p.output: torch.randn(n, self.p.dim, generator=gen, dtype=self.out_dtype).to(g.device)}
 
 
 __all__ = ["CycleCounts", "LaplacianPE", "RandomFeatures", "cycle_counts", "dense_adjacency", "laplacian_pe"]
