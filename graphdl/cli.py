@@ -25,12 +25,13 @@ COMMANDS = {
 }
 
 EPILOG = """examples:
-  graphdl check specs/gcn.yaml            exit 0 when the spec is valid, 2 with file:line:col otherwise
-  graphdl describe specs/gin.yaml         every block, its fields and parameter counts
-  graphdl schema -o graphdl.schema.json   JSON Schema for editor autocompletion
-  graphdl run specs/mpnn_freesolv.yaml    train and evaluate, writing artefacts to runs/
-  graphdl verify specs/egnn_nbody.yaml    measure rotation/translation/permutation equivariance
-  graphdl wl check specs/wl/gin.yaml --pairs csl
+  graphdl check specs/gcn.yaml                       exit 0 when valid, 2 with file:line:col otherwise
+  graphdl describe specs/gin.yaml                    every block, its fields and parameter counts
+  graphdl schema -o graphdl.schema.json              JSON Schema for editor autocompletion
+  graphdl run specs/molecular/mpnn_freesolv.yaml     train and evaluate, writing artefacts to runs/
+  graphdl run specs/nbody/budget/egnn.yaml           the EGNN paper's N-body experiment (CPU budget)
+  graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
+  graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import sys
@@ -122,3 +123,15 @@ def test_console_entry_point_exit_codes(tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("bad.yaml:5:42: model.layers[0].aggregate:")
     assert run.stdout == ""
+
+
+def test_every_spec_named_in_the_help_exists():
+    import re
+
+    from graphdl.cli import EPILOG
+
+    named = re.findall(r"\b(specs/[\w/]+\.yaml)", EPILOG)
+    assert len(named) >= 5
+    root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+    missing = [p for p in named if not os.path.exists(os.path.join(root, p))]
+    assert not missing, missing
