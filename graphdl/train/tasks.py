@@ -188,6 +188,18 @@ def _row_ids(level: str, batch, ids: Tensor, mask: Tensor | None = None) -> dict
     return out if mask is None else {k: v[mask] for k, v in out.items()}
 
 
+def _observed_mean(elementwise: Tensor, observed: Tensor) -> Tensor:
+    """Mean of ``elementwise`` over the ``observed`` entries (missing targets, see
+    ``missing_targets: mask``), without a host sync; 0 when nothing in the batch is observed."""
+    total = torch.where(observed, elementwise, torch.zeros_like(elementwise)).sum()
+    return total / observed.sum().clamp_min(1).to(total.dtype)
+
+
+def _labels(t: Tensor) -> list:
+    """Class labels for the predictions CSV; a missing label (NaN) is an empty cell."""
+    return [int(v) if v == v else "" for v in t.tolist()]
+
+
 def _mask(task: Task, batch) -> Tensor | None:
     """The rows of this batch that count (node-level splits), or None for all."""
     if task.row_mask is None:
@@ -267,9 +279,11 @@ class Regression(Task):
         if self.row_mask is not None:
             ys = [y[g[self.row_mask].reshape(-1).bool()] for y, g in zip(ys, graphs)]
         y = torch.cat(ys).to(torch.float64)
-        std = y.std(0, unbiased=False)
-        self.mean.copy_(y.mean(0).to(self.mean.dtype))
-        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)).to(self.std.dtype))
+        mean = torch.nanmean(y, 0)  # missing targets (NaN, `missing_targets: mask`) do not count
+        std = torch.nanmean((y - mean) ** 2, 0).sqrt()
+        std = torch.where(torch.isfinite(std) & (std > 0), std, torch.ones_like(std))
+        self.mean.copy_(torch.nan_to_num(mean).to(self.mean.dtype))
+        self.std.copy_(std.to(self.std.dtype))
 
     def _pair(self, out, batch) -> tuple[Tensor, Tensor]:
         y = batch[self.p.target]
@@ -280,14 +294,17 @@ class Regression(Task):
 
     def loss(self, out, batch):
         pred, y = self._pair(out, batch)
-        z = (y - self.mean) / self.std
+        observed = ~torch.isnan(y)  # a target is NaN only where the dataset masks missing values
+        z = torch.nan_to_num((y - self.mean) / self.std)
         if self.p.loss == "mse":
-            return F.mse_loss(pred, z)
-        if self.p.loss == "mae":
-            return F.l1_loss(pred, z)
-        if self.p.loss == "huber":
-            return F.huber_loss(pred, z, delta=self.p.huber_delta)
-        return F.smooth_l1_loss(pred, z, beta=self.p.huber_delta)
+            each = F.mse_loss(pred, z, reduction="none")
+        elif self.p.loss == "mae":
+            each = F.l1_loss(pred, z, reduction="none")
+        elif self.p.loss == "huber":
+            each = F.huber_loss(pred, z, delta=self.p.huber_delta, reduction="none")
+        else:
+            each = F.smooth_l1_loss(pred, z, beta=self.p.huber_delta, reduction="none")
+        return _observed_mean(each, observed)
 
     def collect(self, out, batch, ids):
         pred, y = self._pair(out, batch)
@@ -382,9 +399,14 @@ class Classification(Task):
 
     def loss(self, out, batch):
         logits, y = self._pair(out, batch)
+        observed = ~torch.isnan(y)  # NaN only where the dataset masks missing labels
+        y = torch.nan_to_num(y)
         if self.multiclass:
-            return F.cross_entropy(logits, y[:, 0].long())
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=self.pos_weight)
+            each = F.cross_entropy(logits, y[:, 0].long(), reduction="none")
+            return _observed_mean(each, observed[:, 0])
+        each = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=self.pos_weight,
+                                                  reduction="none")
+        return _observed_mean(each, observed)
 
     def collect(self, out, batch, ids):
         logits, y = self._pair(out, batch)
@@ -414,14 +436,14 @@ class Classification(Task):
         if self.multiclass:
             name = self.columns[0]
             probs = logits.softmax(1)
-            cols[name] = c["target"][:, 0].long().tolist()
+            cols[name] = _labels(c["target"][:, 0])
             cols[f"{name}_pred"] = probs.argmax(1).tolist()
             for k in range(probs.size(1)):
                 cols[f"{name}_prob{k}"] = probs[:, k].tolist()
             return cols
         probs = logits.sigmoid()
         for j, name in enumerate(self.columns):
-            cols[name] = c["target"][:, j].long().tolist()
+            cols[name] = _labels(c["target"][:, j])
             cols[f"{name}_prob"] = probs[:, j].tolist()
         return cols
 
