@@ -22,6 +22,7 @@ COMMANDS = {
     "predict": "graphdl.train.commands",
     "verify": "graphdl.geometric.commands",
     "wl": "graphdl.wl.commands",
+    "bench": "graphdl.bench",
 }
 
 EPILOG = """examples:
@@ -32,6 +33,7 @@ EPILOG = """examples:
   graphdl run specs/nbody/budget/egnn.yaml           the EGNN paper's N-body experiment (CPU budget)
   graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
   graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
+  graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
 """
 
 
