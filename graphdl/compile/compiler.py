@@ -18,8 +18,8 @@ from graphdl.data.graph import Graph
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.spec.loader import format_path
-from graphdl.spec.model import LayerEntry, Spec, parse_spec, validate_model
-from graphdl.types import FieldTable, FieldType
+from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
+from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
 
 
 @dataclass
@@ -44,15 +44,36 @@ class PlanStep:
         return self.entry.label or self.cls.name
 
 
+@dataclass(frozen=True)
+class ForcesPlan:
+    """``model.forces: autograd`` resolved: ``output = −∂ energy / ∂ positions``."""
+
+    energy: str
+    positions: str
+    output: str
+
+    def as_spec(self) -> dict:
+        """The long form, for resolved specs."""
+        return {"type": "autograd", "energy": self.energy, "positions": self.positions, "output": self.output}
+
+
 @dataclass
 class Plan:
-    """The typed stack: inputs, one step per block application, outputs."""
+    """The typed stack: inputs, one step per block application, outputs.
+
+    ``outputs`` are the model's outputs, the forces (when ``forces`` is set) included;
+    ``stack_outputs`` are those the stack itself writes (``model.outputs`` of a spec)."""
 
     spec: Spec
     ctx: BuildContext
     inputs: FieldTable
     steps: list[PlanStep]
     outputs: dict[str, FieldType]
+    forces: ForcesPlan | None = None
+
+    @property
+    def stack_outputs(self) -> list[str]:
+        return [k for k in self.outputs if self.forces is None or k != self.forces.output]
 
 
 def plan_spec(spec: Spec | Any) -> Plan:
@@ -113,7 +134,79 @@ def plan_spec(spec: Spec | Any) -> Plan:
             outputs[k] = fields[k]
     else:
         outputs = dict(steps[-1].sig.writes)
-    return Plan(spec, ctx, spec.inputs.copy(), steps, outputs)
+    forces = None
+    if spec.forces is not None:
+        forces = _plan_forces(spec, spec.forces, outputs, fields)
+        outputs[forces.output] = VECTOR
+    return Plan(spec, ctx, spec.inputs.copy(), steps, outputs, forces)
+
+
+def _is_energy(key: str, t: FieldType) -> bool:
+    return split_key(key)[0] == "graph" and isinstance(t, (Scalar, Irreps)) and t.invariant and t.dim == 1
+
+
+def _plan_forces(spec: Spec, fs: ForcesSpec, outputs: dict[str, FieldType], fields: FieldTable) -> ForcesPlan:
+    """Resolve ``model.forces``; every mistake is one line at its place in the spec."""
+    doc = spec.doc
+    long = isinstance(spec.doc.data.get("model", {}).get("forces"), dict)
+    where = ("model", "forces")
+
+    def at(key: str) -> tuple:
+        return where + (key,) if long and key in spec.doc.data["model"]["forces"] else where
+
+    listed = ", ".join(f"`{k}: {t}`" for k, t in outputs.items()) or "none"
+    energy = fs.energy
+    if energy is None:
+        cands = [k for k, t in outputs.items() if _is_energy(k, t)]
+        if not cands:
+            raise doc.error(where, f"`forces: autograd` needs an energy output (a graph-level scalar of width 1), but "
+                                   f"the model outputs {listed}; add a readout writing e.g. `graph.energy` (out_dim 1) "
+                                   f"and list it under `model.outputs`")
+        if len(cands) > 1:
+            raise doc.error(where, f"`forces: autograd` found several graph-level scalar outputs of width 1 ("
+                                   + ", ".join(f"`{k}`" for k in cands) + "); name the energy with "
+                                   f"`forces: {{type: autograd, energy: {cands[0]}}}`")
+        energy = cands[0]
+    elif energy not in outputs:
+        raise doc.error(at("energy"), f"the energy `{energy}` of `forces: autograd` is not an output of the model "
+                                      f"(outputs: {listed}); list it under `model.outputs`")
+    t = outputs[energy]
+    if not _is_energy(energy, t):
+        level = split_key(energy)[0]
+        what = f"a {level}-level field" if level != "graph" else f"of type {t}"
+        raise doc.error(at("energy"), f"the energy `{energy}` of `forces: autograd` must be a graph-level scalar of "
+                                      f"width 1, found {what} ({t}); sum node energies with a `readout` into a "
+                                      f"graph field of out_dim 1")
+    pos = fs.positions
+    vectors = [k for k, v in spec.inputs.items() if split_key(k)[0] == "node" and v == VECTOR]
+    if pos is None:
+        if spec.graph.positions in vectors:
+            pos = spec.graph.positions
+        elif len(vectors) == 1:
+            pos = vectors[0]
+        elif not vectors:
+            raise doc.error(where, "`forces: autograd` differentiates the energy with respect to positions, but the "
+                                   "spec declares no `1o` node input; declare one, e.g. `node.pos: 1o` under `inputs:`")
+        else:
+            raise doc.error(where, "`forces: autograd` cannot tell which `1o` input holds the positions ("
+                                   + ", ".join(f"`{k}`" for k in vectors) + f"); name it with "
+                                   f"`forces: {{type: autograd, positions: {vectors[0]}}}`")
+    elif pos not in spec.inputs:
+        raise doc.error(at("positions"), f"the positions `{pos}` of `forces: autograd` are not an input of the spec "
+                                         f"(inputs: {', '.join(f'`{k}`' for k in spec.inputs) or 'none'}); "
+                                         f"declare `{pos}: 1o` under `inputs:`")
+    elif pos not in vectors:
+        raise doc.error(at("positions"), f"the positions `{pos}` of `forces: autograd` must be a `1o` node input, "
+                                         f"found {split_key(pos)[0]} field of type {spec.inputs[pos]}; declare "
+                                         f"`node.<name>: 1o` positions")
+    out = fs.output
+    if split_key(out)[0] != "node":
+        raise doc.error(at("output"), f"the forces output `{out}` must be a node field (one force per atom), "
+                                      f"e.g. `output: node.forces`")
+    if out in fields or out in outputs:
+        raise doc.error(at("output"), f"the forces output `{out}` is already a field of the model; give the "
+                                      f"forces another name with `forces: {{type: autograd, output: node.<name>}}`")
+    return ForcesPlan(energy, pos, out)
 
 
 def _sig_str(sig: Signature) -> str:
@@ -208,12 +301,46 @@ class GraphModel(nn.Module):
         self.check_inputs(g)
         g = self.prepare(g)
         f: dict[str, Tensor] = {k: g.fields[k] for k in self._inputs}
+        if self.plan.forces is not None:
+            return self._forward_forces(g, f)
+        return self._stack(g, f)
+
+    def _stack(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
         for i, idx in enumerate(self._order):
             writes = self.blocks[idx](g, f)
             if self._residual[i]:
                 writes = {k: v + f[k] for k, v in writes.items()}
             f.update(writes)
-        return {k: f[k] for k in self._outputs}
+        return {k: f[k] for k in self._outputs if k in f}
+
+    def _forward_forces(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Outputs plus ``F = −∂(Σ_graphs E)/∂x`` (graphs are independent, so row i of F is the
+        force on node i from its own graph's energy).
+
+        Autograd is switched on here even under ``torch.no_grad()`` (evaluation, ``verify``),
+        and everything is detached again for such callers. The forces keep their own graph
+        (``create_graph``) when the model is training or when the caller's positions require
+        grad (to differentiate through the forces: force losses, Hessians, gradcheck)."""
+        fp = self.plan.forces
+        grad_on = torch.is_grad_enabled()
+        with torch.enable_grad():
+            pos = f[fp.positions]
+            outer = pos.requires_grad and grad_on
+            if not outer:
+                pos = pos.detach().requires_grad_(True)
+                f[fp.positions] = pos
+            out = self._stack(g, f)
+            energy = out[fp.energy]
+            create = grad_on and (self.training or outer)
+            grad = None
+            if energy.requires_grad:
+                grad = torch.autograd.grad(energy, pos, grad_outputs=torch.ones_like(energy), create_graph=create,
+                                           retain_graph=grad_on, allow_unused=True)[0]
+            forces = -grad if grad is not None else torch.zeros_like(pos)
+        out[fp.output] = forces
+        if not grad_on:
+            out = {k: v.detach() for k, v in out.items()}
+        return {k: out[k] for k in self._outputs}
 
     # ----------------------------------------------------------------- describe
     def describe(self) -> str:
@@ -249,6 +376,10 @@ class GraphModel(nn.Module):
                  fmt(head), fmt(tuple("-" * w for w in widths))]
         lines += [fmt(r) for r in rows]
         lines.append("outputs: " + ", ".join(f"{k}: {v}" for k, v in plan.outputs.items()))
+        if plan.forces is not None:
+            fp = plan.forces
+            lines.append(f"forces:  {fp.output} = −∂{fp.energy}/∂{fp.positions}, computed by autograd "
+                         f"(conservative; create_graph while training, so force losses train the energy)")
         lines.append(f"total parameters: {total:,}")
         return "\n".join(lines)
 

@@ -142,6 +142,7 @@ def describe_data(model) -> dict:
         "inputs": {k: str(v) for k, v in plan.inputs.items()},
         "steps": steps,
         "outputs": {k: str(v) for k, v in plan.outputs.items()},
+        "forces": plan.forces.as_spec() if plan.forces is not None else None,
         "total_parameters": num_parameters(model),
     }
 

@@ -15,6 +15,7 @@ Top-level keys of a model spec::
     model:
       layers: [...]            # blocks, each `type: <registered block>` + its parameters
       outputs: [graph.y]       # fields the model returns (default: what the last layer writes)
+      forces: autograd         # optional: also return node.forces = −∂E/∂pos (see ForcesSpec)
 
 Other sections (``task``, ``dataset``, ``train``, ...) are registered by the packages that
 use them (:func:`register_section`), each with its own pydantic model.
@@ -58,11 +59,32 @@ class GraphSpec(BaseModel):
     self_loops: bool = False
 
 
+class ForcesSpec(BaseModel):
+    """``model.forces``: forces as the negative gradient of an energy output, by autograd.
+
+    ``F_i = −∂E/∂x_i`` with ``E`` a graph-level scalar output (one channel) and ``x`` a ``1o``
+    position input; the model returns ``F`` (``1o``, one row per node) beside its outputs.
+    Conservative by construction (SchNet, NequIP and MACE compute forces this way).
+    Short form ``forces: autograd``: ``energy`` is the only graph-level scalar output of width
+    1, ``positions`` is ``graph.positions`` (else the only ``1o`` node input), ``output`` is
+    ``node.forces``. Long form: ``forces: {type: autograd, energy: graph.energy,
+    positions: node.pos, output: node.forces}`` (each key optional).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["autograd"] = "autograd"
+    energy: str | None = None
+    positions: str | None = None
+    output: str = "node.forces"
+
+
 class ModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     layers: list[Any]
     outputs: list[str] | None = None
+    forces: Literal["autograd"] | ForcesSpec | None = None
 
 
 SECTIONS: dict[str, type[BaseModel]] = {}
@@ -112,6 +134,8 @@ class Spec:
     outputs: list[str] | None
     sections: dict[str, BaseModel] = field(default_factory=dict)
     description: str | None = None
+    forces: ForcesSpec | None = None
+    """``model.forces`` (the short form ``autograd`` as ``ForcesSpec()``), or None."""
 
     @property
     def file(self) -> str:
@@ -350,6 +374,15 @@ def parse_spec(source: Any) -> Spec:
                 split_key(o)
             except ValueError as e:
                 raise doc.error(("model", "outputs", j), str(e)) from None
+    forces = ForcesSpec() if model.forces == "autograd" else model.forces
+    if forces is not None:
+        for key in ("energy", "positions", "output"):
+            value = getattr(forces, key)
+            if value is not None:
+                try:
+                    split_key(value)
+                except ValueError as e:
+                    raise doc.error(("model", "forces", key), str(e)) from None
 
     sections = {}
     for key, sec_model in SECTIONS.items():
@@ -359,7 +392,8 @@ def parse_spec(source: Any) -> Spec:
             resolve = getattr(sec_model, "resolve_model", None)
             model_cls = resolve(data[key], doc, (key,)) if resolve is not None else sec_model
             sections[key] = validate_model(model_cls, data[key], doc, (key,), key)
-    return Spec(doc, data.get("name"), inputs, graph, layers, model.outputs, sections, data.get("description"))
+    return Spec(doc, data.get("name"), inputs, graph, layers, model.outputs, sections, data.get("description"),
+                forces)
 
 
 def parse_spec_text(text: str, file: str = "<string>") -> Spec:

@@ -175,6 +175,15 @@ def spec_schema(*, references: bool = True) -> dict:
                 "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
                 "outputs": {"type": "array",
                             "items": {"type": "string", "pattern": r"^(node|edge|graph)\.[^\s.][^\s]*$"}},
+                "forces": {
+                    "description": "forces = −∂energy/∂positions by autograd: `autograd`, or "
+                                   "{type: autograd, energy, positions, output}",
+                    "anyOf": [{"const": "autograd"},
+                              {"type": "object", "additionalProperties": False,
+                               "properties": {"type": {"const": "autograd"},
+                                              "energy": {"type": "string"},
+                                              "positions": {"type": "string"},
+                                              "output": {"type": "string"}}}]},
             },
         },
         **section_props,

@@ -150,7 +150,9 @@ def resolve(exp: Experiment) -> dict:
         out["import"] = spec.doc.data["import"]
     out["inputs"] = {k: (t.size if isinstance(t, Scalar) else str(t)) for k, t in spec.inputs.items()}
     out["graph"] = spec.graph.model_dump(mode="json")
-    out["model"] = {"layers": layers, "outputs": list(plan.outputs)}
+    out["model"] = {"layers": layers, "outputs": list(plan.stack_outputs)}
+    if plan.forces is not None:
+        out["model"]["forces"] = plan.forces.as_spec()
     out["task"] = exp.task_params.model_dump(mode="json")
     ds = exp.data.resolved()
     ds.pop("graphdl", None)
@@ -268,6 +270,9 @@ def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
     meta = dataset.meta or {}
     rows_of = meta.get("rows")
     smiles = meta.get("smiles")
+    mol_of = meta.get("molecule_of_graph")  # several graphs (conformers) per molecule
+    if smiles is not None and mol_of is not None:
+        smiles = [smiles[m] for m in mol_of]
     index = table.pop("index")
     header = ["row"] + (["node"] if "node" in table else []) + (["smiles"] if smiles is not None else [])
     node = table.pop("node", None)
@@ -320,7 +325,11 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     dataset = exp.data.load()
     dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
     skipped = (dataset.meta or {}).get("skipped") or []
-    if skipped:
+    if isinstance(skipped, dict):  # counts by reason (generated datasets such as mmff_conformers)
+        if sum(skipped.values()):
+            progress.line("note: the dataset skipped " + ", ".join(f"{n} ({why})" for why, n in skipped.items() if n)
+                          + " source molecules (see its meta)")
+    elif skipped:
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))

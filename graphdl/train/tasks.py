@@ -449,3 +449,6 @@ class Classification(Task):
 
 
 __all__ = ["TASKS", "Classification", "Regression", "Task", "TaskParams", "register_task", "task_type"]
+
+# task types defined in their own modules register on import (after the names above exist)
+from graphdl.train import energy_forces as _energy_forces  # noqa: E402,F401
