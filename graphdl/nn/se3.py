@@ -12,15 +12,17 @@ Blocks:
 * ``irreps_select``: keep some irreps of a field (``0e`` → an invariant ``Scalar`` field);
 * ``vector_out``: one ``1o`` vector from an irreps field (optionally added to a position).
 
-Backend seam: ``backend: auto | e3nn | cuequivariance``. Only the e3nn lowering is written;
-``auto`` picks it and says so (``describe`` prints ``backend: e3nn``); asking for
-``cuequivariance`` raises :class:`~graphdl.errors.KernelUnavailableError` naming the pip
-package when it is absent, and saying the lowering is not written when it is present.
+Backend seam: ``backend: auto | e3nn | cuequivariance`` (:mod:`graphdl.nn.cueq`). The tensor
+products ``h_j ⊗ Y(r̂_ij)`` and the linear maps (self-interaction, queries) run on e3nn or on
+NVIDIA cuEquivariance; the spherical harmonics, radial MLP, gate and aggregation are shared.
+``auto`` takes cuEquivariance where its CUDA kernels can run (package, ops, GPU), else e3nn;
+``cuequivariance`` on a machine without its kernels runs its pure-torch fallback. Both give
+the same outputs for the same parameters, and their checkpoints load into each other;
+``describe`` prints the backend of every block and why (``backend: e3nn (auto: no CUDA)``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Literal
 
@@ -28,15 +30,13 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from torch import Tensor, nn
 
-from graphdl.errors import InferenceError, KernelUnavailableError
+from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.basic import _check_key
+from graphdl.nn.cueq import BACKENDS, BackendChoice, CueqLinear, CueqTensorProduct, choose_backend
 from graphdl.nn.mlp import MLP, ActName
 from graphdl.ops.segment import segment_softmax, segment_sum
 from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
-
-BACKENDS = ("auto", "e3nn", "cuequivariance")
-CUEQ_PIP = "pip install cuequivariance-torch cuequivariance-ops-torch-cu12"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -76,19 +76,8 @@ def _irreps_validator(v):
 
 
 def resolve_backend(requested: str, block: str) -> str:
-    """The tensor-product backend a block will run on (see the module docstring)."""
-    if requested not in BACKENDS:
-        raise InferenceError(f"{block}: unknown backend `{requested}`; expected one of "
-                             + ", ".join(f"`{b}`" for b in BACKENDS))
-    if requested == "cuequivariance":
-        if importlib.util.find_spec("cuequivariance_torch") is None:
-            raise KernelUnavailableError(
-                f"{block}: backend `cuequivariance` needs NVIDIA cuEquivariance on CUDA, which is not "
-                f"installed ({CUEQ_PIP}); or use `backend: e3nn` / `auto`")
-        raise KernelUnavailableError(
-            f"{block}: cuequivariance is installed but graphdl has no cuequivariance lowering of "
-            f"`{block}` yet; use `backend: e3nn` or `auto`")
-    return "e3nn"
+    """The tensor-product backend a block will run on: ``e3nn`` or ``cuequivariance``."""
+    return choose_backend(requested, block).name
 
 
 def _reachable(irreps_in: Irreps, lmax: int) -> set[tuple[int, int]]:
@@ -258,7 +247,7 @@ def _infer_common(cls, p: _E3Params, fields: FieldTable) -> tuple[dict, dict]:
         edge_dim = fields.need_scalar(p.edge_input, name)
         reads[p.edge_input] = fields[p.edge_input]
     irreps_out = Irreps.parse(p.irreps_out)
-    backend = resolve_backend(p.backend, name)
+    backend = choose_backend(p.backend, name)
     return reads, {"irreps_in": irreps_in, "irreps_out": irreps_out, "edge_dim": edge_dim, "backend": backend}
 
 
@@ -270,9 +259,8 @@ class _E3Block(Block):
     needs_positions = True
 
     def _setup(self, p: _E3Params, info) -> Irreps:
-        from e3nn import o3
-
-        self.backend: str = info["backend"]
+        self.backend_choice: BackendChoice = info["backend"]
+        self.backend: str = self.backend_choice.name
         self.irreps_in = info["irreps_in"]
         self.irreps_out = info["irreps_out"]
         pre, self.gate, perm = _gate_plan(self.irreps_out, p.gate)
@@ -280,8 +268,27 @@ class _E3Block(Block):
         self.register_buffer("perm", None if perm is None else torch.tensor(perm), persistent=False)
         self.geometry = EdgeGeometry(p.lmax, p.basis, p.num_basis, p.r_max)
         self.radial_in = p.num_basis + info["edge_dim"]
-        self.self_int = o3.Linear(self.irreps_in.e3nn(), pre.e3nn()) if p.self_interaction else None
+        self.self_int = self._linear(self.irreps_in, pre) if p.self_interaction else None
+        self.register_load_state_dict_pre_hook(_portable_tp_state)
         return pre
+
+    def _linear(self, irreps_in: Irreps, irreps_out: Irreps) -> nn.Module:
+        """``o3.Linear`` or its cuEquivariance twin (same parameters and state keys)."""
+        if self.backend == "cuequivariance":
+            return CueqLinear(irreps_in, irreps_out, self.backend_choice.kernels)
+        from e3nn import o3
+
+        return o3.Linear(irreps_in.e3nn(), irreps_out.e3nn())
+
+    def _tensor_product(self, irreps_in: Irreps, irreps_out: Irreps) -> nn.Module:
+        """``h ⊗_w Y`` with per-edge weights ``w``: e3nn's fully connected tensor product or cuEquivariance's."""
+        sh = Irreps.parse(str(self.geometry.irreps_sh))
+        if self.backend == "cuequivariance":
+            return CueqTensorProduct(irreps_in, sh, irreps_out, self.backend_choice.kernels)
+        from e3nn import o3
+
+        return o3.FullyConnectedTensorProduct(irreps_in.e3nn(), sh.e3nn(), irreps_out.e3nn(),
+                                              shared_weights=False, internal_weights=False)
 
     def _edge_inputs(self, g, f) -> tuple[Tensor, Tensor, Tensor]:
         p = self.p
@@ -300,7 +307,28 @@ class _E3Block(Block):
         return out
 
     def describe_extra(self) -> str:
-        return f"backend: {self.backend}"
+        return self.backend_choice.describe()
+
+
+_TP_NAMES = ("tp", "tp_k", "tp_v")
+
+
+def _portable_tp_state(module, state_dict, prefix, *_):
+    """Load a checkpoint of the other backend: the tensor products hold no learned state.
+
+    e3nn's tensor products save Clebsch-Gordan constants, cuEquivariance's save nothing; drop
+    the other backend's constants and keep this module's own (they depend on irreps alone).
+    """
+    for name in _TP_NAMES:
+        sub = getattr(module, name, None)
+        if sub is None:
+            continue
+        key = f"{prefix}{name}."
+        own = sub.state_dict(prefix=key)
+        for k in [k for k in state_dict if k.startswith(key) and k not in own]:
+            del state_dict[k]
+        for k, v in own.items():
+            state_dict.setdefault(k, v)
 
 
 # ----------------------------------------------------------------------------- TFN
@@ -309,8 +337,9 @@ class TFN(_E3Block):
     """Tensor field network layer (Thomas et al. 2018, https://arxiv.org/abs/1802.08219).
 
     ``h_i' = σ( W_self h_i + (1/n̄) Σ_{j→i} h_j ⊗_{w(‖r_ij‖, e_ij)} Y(r̂_ij) )`` with ``r_ij = x_i − x_j``,
-    ``Y`` the spherical harmonics up to ``lmax``, ``⊗_w`` e3nn's fully connected tensor
-    product whose path weights come per edge from an MLP of a radial basis of ``‖r_ij‖``
+    ``Y`` the spherical harmonics up to ``lmax``, ``⊗_w`` a fully connected tensor product
+    (e3nn's, or NVIDIA cuEquivariance's with the same weights: ``backend``) whose path
+    weights come per edge from an MLP of a radial basis of ``‖r_ij‖``
     (and of the invariant ``edge_input`` if given), ``n̄ = avg_num_neighbors``, and ``σ`` the
     gated nonlinearity (``gate: true``: silu on scalars, sigmoid gates on ``l > 0``).
     Departures from the paper: one fully connected tensor product per layer (all paths
@@ -337,11 +366,8 @@ class TFN(_E3Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        from e3nn import o3
-
         pre = self._setup(p, sig.info)
-        self.tp = o3.FullyConnectedTensorProduct(self.irreps_in.e3nn(), self.geometry.irreps_sh, pre.e3nn(),
-                                                 shared_weights=False, internal_weights=False)
+        self.tp = self._tensor_product(self.irreps_in, pre)
         self.radial = MLP([self.radial_in, *p.radial_hidden, self.tp.weight_numel], p.radial_act)
         self.inv_avg = 1.0 / p.avg_num_neighbors
 
@@ -414,16 +440,11 @@ class SE3Transformer(_E3Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        from e3nn import o3
-
         pre = self._setup(p, sig.info)
         key: Irreps = sig.info["irreps_key"]
-        ir_in, sh = self.irreps_in.e3nn(), self.geometry.irreps_sh
-        self.tp_k = o3.FullyConnectedTensorProduct(ir_in, sh, key.e3nn(), shared_weights=False,
-                                                   internal_weights=False)
-        self.tp_v = o3.FullyConnectedTensorProduct(ir_in, sh, pre.e3nn(), shared_weights=False,
-                                                   internal_weights=False)
-        self.q = o3.Linear(ir_in, key.e3nn())
+        self.tp_k = self._tensor_product(self.irreps_in, key)
+        self.tp_v = self._tensor_product(self.irreps_in, pre)
+        self.q = self._linear(self.irreps_in, key)
         self.n_k = self.tp_k.weight_numel
         self.radial = MLP([self.radial_in, *p.radial_hidden, self.n_k + self.tp_v.weight_numel], p.radial_act)
         heads = p.heads
@@ -616,6 +637,7 @@ class VectorOut(Block):
 __all__ = [
     "BACKENDS",
     "TFN",
+    "BackendChoice",
     "EdgeGeometry",
     "IrrepsConcat",
     "IrrepsSelect",

@@ -153,15 +153,20 @@ def test_se3_attention_weights_sum_to_one_per_head():
 
 # ----------------------------------------------------------------------------- backend seam
 @pytest.mark.parametrize("kind", list(BLOCKS))
-def test_auto_backend_equals_e3nn(kind):
+def test_auto_backend_equals_e3nn(kind, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto takes cuEquivariance on CUDA
     auto, e3 = _build(kind, backend="auto"), _build(kind, backend="e3nn")
     assert auto.backend == e3.backend == "e3nn"
-    assert auto.describe_extra() == "backend: e3nn"
+    assert auto.describe_extra() == "backend: e3nn (auto: no CUDA)"
+    assert e3.describe_extra() == "backend: e3nn"
     g = _random_batch()
     torch.testing.assert_close(_run(auto, g), _run(e3, g), atol=0, rtol=0)
 
 
-def test_cuequivariance_request_raises_naming_the_package():
+def test_cuequivariance_request_raises_naming_the_package(monkeypatch):
+    import graphdl.nn.cueq
+
+    monkeypatch.setattr(graphdl.nn.cueq, "cueq_installed", lambda: False)  # more in tests/test_cueq_backend.py
     with pytest.raises(KernelUnavailableError, match=r"tfn: backend `cuequivariance`.*pip install cuequivariance-torch"):
         TFN.build(_params("tfn", backend="cuequivariance"), FIELDS)
 
