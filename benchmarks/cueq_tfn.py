@@ -1,0 +1,88 @@
+"""TFN / SE(3)-transformer block: e3nn vs NVIDIA cuEquivariance, forward + backward time.
+
+Usage::
+
+    python benchmarks/cueq_tfn.py --graphs 100 --nodes 5 --repeat 11          # N-body batch, CPU
+    python benchmarks/cueq_tfn.py --device cuda --graphs 200 --nodes 20        # GPU (kernels if installed)
+
+One block of the N-body spec (``16x0e + 8x1o + 4x2e``, lmax 2, complete graphs) is built on
+both backends with the same parameters; each repeat times forward + backward of the sum of
+squares of the output for both, interleaved so that load from other processes hits them
+alike; the table gives the medians and ``e3nn time / cueq time`` (> 1: cuEquivariance is
+faster). On a machine without CUDA kernels the cuEquivariance column is its torch fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from graphdl.data.graph import Graph, collate
+from graphdl.nn.se3 import TFN, SE3Transformer
+
+IRREPS = "16x0e + 8x1o + 4x2e"
+FIELDS = {"node.h": IRREPS, "node.pos": "1o", "edge.q": 1}
+
+
+def _batch(graphs: int, nodes: int, device: str, dtype) -> Graph:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    idx = torch.arange(nodes)
+    src, dst = idx.repeat_interleave(nodes), idx.repeat(nodes)
+    keep = src != dst
+    ei = torch.stack([src[keep], dst[keep]])
+    dim = 16 + 8 * 3 + 4 * 5
+    for _ in range(graphs):
+        out.append(Graph(ei, nodes, {"node.h": torch.randn(nodes, dim, generator=gen),
+                                     "node.pos": 2 * torch.randn(nodes, 3, generator=gen),
+                                     "edge.q": torch.randn(ei.shape[1], 1, generator=gen)}))
+    g = collate(out).to(device)
+    return g.replace(**{k.replace(".", "__"): v.to(dtype) for k, v in g.fields.items()})
+
+
+def _time(block, g: Graph, sync) -> float:
+    block.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    out = block(g, dict(g.fields))["node.h"]
+    out.pow(2).sum().backward()
+    sync()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--graphs", type=int, default=100)
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    g = _batch(args.graphs, args.nodes, args.device, dtype)
+    print(f"{g.num_nodes} nodes, {g.num_edges} edges, {args.dtype}, {args.device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeat}")
+    print(f"{'block':16s} {'e3nn ms':>9s} {'cueq ms':>9s} {'e3nn/cueq':>9s}  cueq path")
+    for name, cls, extra in (("tfn", TFN, {"avg_num_neighbors": args.nodes - 1}),
+                             ("se3_transformer", SE3Transformer, {"heads": 4})):
+        p = {"irreps_out": IRREPS, "lmax": 2, "edge_input": "edge.q", "num_basis": 16, "r_max": 8.0, **extra}
+        torch.manual_seed(0)
+        e3 = cls.build({**p, "backend": "e3nn"}, FIELDS)
+        cu = cls.build({**p, "backend": "cuequivariance"}, FIELDS)
+        cu.load_state_dict(e3.state_dict())
+        e3, cu = e3.to(args.device, dtype), cu.to(args.device, dtype)
+        for _ in range(2):  # warm-up (e3nn codegen, allocator)
+            _time(e3, g, sync), _time(cu, g, sync)
+        te, tc = [], []
+        for _ in range(args.repeat):
+            te.append(_time(e3, g, sync))
+            tc.append(_time(cu, g, sync))
+        me, mc = statistics.median(te) * 1e3, statistics.median(tc) * 1e3
+        print(f"{name:16s} {me:9.2f} {mc:9.2f} {me / mc:9.2f}  {cu.describe_extra()}")
+
+
+if __name__ == "__main__":
+    main()
