@@ -125,6 +125,23 @@ def test_linear_matches_e3nn_with_the_same_state():
     assert (out[:, e3.output_mask == 0] == 0).all() and out.abs().max() > 0.5
 
 
+@pytest.mark.filterwarnings("ignore:cuequivariance_ops_torch is not available")
+def test_kernel_dispatch_keeps_cpu_tensors_on_the_fallback_and_kernel_dtypes_fixed():
+    """With ``kernels=True`` CPU tensors still take the torch path; ``.double()`` leaves the kernels' math dtype."""
+    ir = Irreps.parse("2x0e + 1x1o")
+    tp = CueqTensorProduct(ir, Irreps.parse("1x0e + 1x1o"), ir, kernels=True).double()
+    ops = tp.ops
+    x = torch.randn(3, ir.dim)
+    assert ops.pick(x) is ops.naive
+    dtypes = lambda m: {b.dtype for b in m.buffers() if b.is_floating_point()}
+    assert dtypes(ops.fused32) == {torch.float32} and dtypes(ops.fused64) == {torch.float64}
+    assert tp.state_dict() == {}
+    e3 = o3.FullyConnectedTensorProduct("2x0e + 1x1o", "1x0e + 1x1o", "2x0e + 1x1o", shared_weights=False,
+                                        internal_weights=False)
+    y, w = torch.randn(3, 4), torch.randn(3, e3.weight_numel)
+    torch.testing.assert_close(tp(x, y, w), e3(x, y, w), **TOL)
+
+
 # ----------------------------------------------------------------------------- blocks
 @pytest.mark.parametrize("kind", list(BLOCKS))
 @pytest.mark.parametrize("gate", [True, False], ids=["gate", "linear"])

@@ -103,16 +103,29 @@ class _Dispatch(nn.Module):
     """One cuEquivariance operation per execution path: the torch einsum fallback always,
     NVIDIA's ``fused_tp`` kernels (float32 and float64 math) when ``kernels``.
 
-    The kernel path is taken for CUDA tensors only, so a model moved to the CPU still runs.
+    The kernel path is taken for CUDA tensors only, so a model moved to the CPU still runs
+    (the fallback's layout transposes are torch too: ``use_fallback=True``). ``make(method,
+    math_dtype, use_fallback)`` builds one operation.
     """
 
     def __init__(self, make, kernels: bool):
         super().__init__()
         self.kernels = kernels
-        self.naive = _constants_not_saved(make("naive", None))
+        self.naive = _constants_not_saved(make("naive", None, True))
         if kernels:
-            self.fused32 = _constants_not_saved(make("fused_tp", torch.float32))
-            self.fused64 = _constants_not_saved(make("fused_tp", torch.float64))
+            self.fused32 = _constants_not_saved(make("fused_tp", torch.float32, None))
+            self.fused64 = _constants_not_saved(make("fused_tp", torch.float64, None))
+
+    def _apply(self, fn, recurse=True):
+        # model.double() / .half() must not recast the kernels' constants: their math dtype is fixed
+        super()._apply(fn, recurse)
+        if self.kernels:
+            for mod, dt in ((self.fused32, torch.float32), (self.fused64, torch.float64)):
+                for m in mod.modules():
+                    for k, b in m._buffers.items():
+                        if b is not None and b.is_floating_point() and b.dtype != dt:
+                            m._buffers[k] = b.to(dt)
+        return self
 
     def pick(self, x: Tensor) -> nn.Module:
         if self.kernels and x.is_cuda:
@@ -137,10 +150,10 @@ class CueqTensorProduct(nn.Module):
 
         a, b, c = (_cue_irreps(x) for x in (irreps_in1, irreps_in2, irreps_out))
 
-        def make(method, math_dtype):
+        def make(method, math_dtype, use_fallback):
             return cuet.FullyConnectedTensorProduct(a, b, c, layout=cue.mul_ir, shared_weights=False,
                                                     internal_weights=False, method=method,
-                                                    math_dtype=math_dtype)
+                                                    math_dtype=math_dtype, use_fallback=use_fallback)
 
         self.ops = _Dispatch(make, kernels)
         self.weight_numel: int = self.ops.naive.weight_numel
@@ -168,9 +181,9 @@ class CueqLinear(nn.Module):
 
         a, c = _cue_irreps(irreps_in), _cue_irreps(irreps_out)
 
-        def make(method, math_dtype):
+        def make(method, math_dtype, use_fallback):
             return cuet.Linear(a, c, layout=cue.mul_ir, shared_weights=True, internal_weights=False,
-                               method=method, math_dtype=math_dtype)
+                               method=method, math_dtype=math_dtype, use_fallback=use_fallback)
 
         self.ops = _Dispatch(make, kernels)
         numel = self.ops.naive.weight_numel
