@@ -161,6 +161,18 @@ def test_block_outputs_and_gradients_match_e3nn(kind, gate):
         torch.testing.assert_close(grads_c[k], grads_e[k], **TOL, msg=lambda m, k=k: f"{k}: {m}")
 
 
+def test_se3_queries_without_a_linear_path_match_e3nn():
+    """Keys of an irrep the input lacks (3o): the query map has no weights and is zero on both backends."""
+    e3, cu = _pair("se3_transformer", irreps_key="2x3o")
+    assert cu.q.weight.numel() == 0 and e3.q.weight.numel() == 0
+    g = _batch(2)
+    out_e, grads_e = _forward_backward(e3, g)
+    out_c, grads_c = _forward_backward(cu, g)
+    torch.testing.assert_close(out_c, out_e, **TOL)
+    for k in grads_e:
+        torch.testing.assert_close(grads_c[k], grads_e[k], **TOL, msg=lambda m, k=k: f"{k}: {m}")
+
+
 @pytest.mark.parametrize("kind", list(BLOCKS))
 def test_parameters_are_the_same_and_checkpoints_load_both_ways(kind):
     e3, cu = _pair(kind)

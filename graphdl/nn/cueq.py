@@ -185,8 +185,10 @@ class CueqLinear(nn.Module):
             return cuet.Linear(a, c, layout=cue.mul_ir, shared_weights=True, internal_weights=False,
                                method=method, math_dtype=math_dtype, use_fallback=use_fallback)
 
-        self.ops = _Dispatch(make, kernels)
-        numel = self.ops.naive.weight_numel
+        # a map without paths (queries of irreps the input lacks) is zero; cuEquivariance cannot build it
+        numel = sum(m_in * m_out for m_in, l_in, q_in in irreps_in.terms
+                    for m_out, l_out, q_out in irreps_out.terms if (l_in, q_in) == (l_out, q_out))
+        self.ops = _Dispatch(make, kernels) if numel else None
         self.weight = nn.Parameter(torch.randn(numel))
         self.register_buffer("bias", torch.empty(0))
         # e3nn's mask: 1 on the output terms some input term of the same irrep feeds
@@ -196,7 +198,7 @@ class CueqLinear(nn.Module):
         self.out_dim = c.dim
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.weight.numel() == 0 or x.shape[0] == 0:
+        if self.ops is None or x.shape[0] == 0:
             return x.new_zeros(*x.shape[:-1], self.out_dim)
         return self.ops.pick(x)(x, weight=self.weight.unsqueeze(0))
 
