@@ -173,9 +173,10 @@ def _plan_forces(spec: Spec, fs: ForcesSpec, outputs: dict[str, FieldType], fiel
     t = outputs[energy]
     if not _is_energy(energy, t):
         level = split_key(energy)[0]
-        what = f"a {level}-level field" if level != "graph" else f"of type {t}"
+        what = (f"a {level}-level field" if level != "graph" else
+                f"{t.dim} channels" if t.invariant else f"type {t}")
         raise doc.error(at("energy"), f"the energy `{energy}` of `forces: autograd` must be a graph-level scalar of "
-                                      f"width 1, found {what} ({t}); sum node energies with a `readout` into a "
+                                      f"width 1, found {what} (`{energy}: {t}`); sum node energies with a `readout` into a "
                                       f"graph field of out_dim 1")
     pos = fs.positions
     vectors = [k for k, v in spec.inputs.items() if split_key(k)[0] == "node" and v == VECTOR]
