@@ -550,6 +550,32 @@ class MMFFConformers(DatasetType):
             meta=meta,
         )
 
+    @classmethod
+    def from_smiles(cls, params: MMFFConformersParams, smiles: list[str]) -> list[Graph]:
+        """Input graphs for ``graphdl predict``: one conformer per SMILES, made as the dataset's
+        (ETKDG seeded by ``seed`` and the canonical SMILES, ``minimize``, ``noise_std``), with
+        ``node.pos``, ``node.atom`` and ``edge.bond_order``; no labels. A molecule the dataset
+        would skip is an error naming its position."""
+        dtype = getattr(torch, params.dtype)
+        onehot = torch.zeros(max(ATOMIC_NUMBERS) + 1, len(ELEMENTS), dtype=dtype)
+        onehot[list(ATOMIC_NUMBERS), torch.arange(len(ELEMENTS))] = 1.0
+        graphs = []
+        for i, smi in enumerate(smiles):  # one molecule at a time: a repeated SMILES is no duplicate here
+            a = generate_conformers([("predict", smi)], n_conformers=1, noise_std=params.noise_std,
+                                    minimize=params.minimize, seed=params.seed, progress=False)
+            if len(a["smiles"]) == 0:
+                why = {"parse": "not a valid SMILES", "mmff": "MMFF94 has no parameters for it",
+                       "element": f"an element outside {' '.join(ELEMENTS)}",
+                       "embed": "ETKDG could not embed it"}.get(str(a["skipped_reason"][0]), str(a["skipped_reason"][0]))
+                raise DataError(f"SMILES {i} `{smi}`: {why}; mmff_conformers models cannot take it")
+            bonds = torch.from_numpy(a["bonds"])
+            order = torch.from_numpy(a["bond_order"]).to(dtype)
+            graphs.append(Graph(torch.cat([bonds.t(), bonds.t().flip(0)], 1), len(a["z"]),
+                                {"node.pos": torch.from_numpy(a["pos"]).to(dtype),
+                                 "node.atom": onehot[torch.from_numpy(a["z"])],
+                                 "edge.bond_order": torch.cat([order, order]).unsqueeze(-1)}))
+        return graphs
+
 
 __all__ = [
     "ELEMENTS",

@@ -191,6 +191,15 @@ def test_graphdl_run_end_to_end(tmp_path, cache):
     assert main(["run", str(out / "spec.yaml"), "--epochs", "1", "--out", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["final"]["test"] == pytest.approx(test, rel=1e-6)
+    # graphdl predict: one ETKDG conformer per SMILES (as the dataset makes them), energy per molecule
+    pred = tmp_path / "pred.csv"
+    assert main(["predict", str(spec), "--checkpoint", str(out / "best.pt"), "--smiles", "CCO", "c1ccccc1O",
+                 "--out", str(pred)]) == 0
+    with open(pred) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["smiles"] for r in rows] == ["CCO", "c1ccccc1O"] and [r["atoms"] for r in rows] == ["9", "13"]
+    assert all(float(r["energy_pred"]) == float(r["energy_pred"]) and float(r["force_rms_pred"]) > 0 for r in rows)
+    assert main(["predict", str(spec), "--checkpoint", str(out / "best.pt"), "--smiles", "C[Si](C)(C)C"]) == 2
 
 
 @pytest.mark.parametrize("path", [SPEC, SCHNET])
