@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def baselines(dataset_spec: str = os.path.join(ROOT, "datasets", "mmff_conformers.yaml")) -> dict:
     """``{name: {energy_mae, energy_rmse, force_mae, force_rmse}}`` on the test molecules."""
-    from graphdl.spec.loader import load_spec
     from graphdl.data import conformers as cf
+    from graphdl.spec.loader import load_spec
 
     data = dict(load_spec(dataset_spec).data)
     data.pop("graphdl", None)
@@ -59,8 +59,10 @@ def main(argv=None) -> int:
     rows.append(("baseline: mean energy, zero forces", "-", "-", f"{b['energy_mae']:.2f}", f"{b['energy_rmse']:.2f}",
                  f"{b['force_mae']:.2f}", f"{b['force_rmse']:.2f}"))
     for d in args.runs:
-        m = json.load(open(os.path.join(d, "metrics.json")))
-        t = json.load(open(os.path.join(d, "timing.json")))
+        with open(os.path.join(d, "metrics.json")) as f:
+            m = json.load(f)
+        with open(os.path.join(d, "timing.json")) as f:
+            t = json.load(f)
         te = m["final"]["test"]
         rows.append((m["spec"], f"{len(m['epochs'])} (best {m['best_epoch']})", f"{t['total_seconds']:.0f}",
                      f"{te['energy_mae']:.2f}", f"{te['energy_rmse']:.2f}", f"{te['force_mae']:.2f}",

@@ -163,7 +163,7 @@ def _plan_forces(spec: Spec, fs: ForcesSpec, outputs: dict[str, FieldType], fiel
                                    f"the model outputs {listed}; add a readout writing e.g. `graph.energy` (out_dim 1) "
                                    f"and list it under `model.outputs`")
         if len(cands) > 1:
-            raise doc.error(where, f"`forces: autograd` found several graph-level scalar outputs of width 1 ("
+            raise doc.error(where, "`forces: autograd` found several graph-level scalar outputs of width 1 ("
                                    + ", ".join(f"`{k}`" for k in cands) + "); name the energy with "
                                    f"`forces: {{type: autograd, energy: {cands[0]}}}`")
         energy = cands[0]

@@ -187,34 +187,29 @@ def test_short_and_long_forms():
 
 
 @pytest.mark.parametrize("kw, where, words", [
-    (dict(width=4), "model.forces", "needs an energy output (a graph-level scalar of width 1), but the model "
-                                    "outputs `graph.energy: 4`"),
+    (dict(width=4), "model.forces",
+     ("needs an energy output (a graph-level scalar of width 1), but the model outputs `graph.energy: 4`")),
     (dict(forces="{energy: graph.energy}", width=4), "model.forces.energy",
-     "the energy `graph.energy` of `forces: autograd` must be a graph-level scalar of width 1, found 4 channels "
-     "(`graph.energy: 4`)"),
+     ("the energy `graph.energy` of `forces: autograd` must be a graph-level scalar of width 1, found 4 channels "
+      "(`graph.energy: 4`)")),
     (dict(forces="{energy: node.h}", outputs="[graph.energy, node.h]"), "model.forces.energy",
      "must be a graph-level scalar of width 1, found a node-level field (`node.h: 8`)"),
-    (dict(forces="{energy: graph.e}"), "model.forces.energy", "the energy `graph.e` of `forces: autograd` is not an output"),
+    (dict(forces="{energy: graph.e}"), "model.forces.energy",
+     "the energy `graph.e` of `forces: autograd` is not an output"),
     (dict(outputs="[node.h]"), "model.forces", "`forces: autograd` needs an energy output"),
-    (dict(outputs="[graph.energy, graph.h]", width=1), None, None),  # graph.h has 8 channels: one candidate
+    (dict(outputs="[graph.energy, graph.h]"), "model.forces", None),
     (dict(forces="{positions: node.atom}"), "model.forces.positions",
      "the positions `node.atom` of `forces: autograd` must be a `1o` node input, found node field of type 10"),
-    (dict(forces="{positions: node.x}"), "model.forces.positions", "the positions `node.x` of `forces: autograd` are not an "
-                                                         "input of the spec"),
-    (dict(inputs="{node.atom: 10, node.a: 1o, node.b: 1o}"), None, None),
+    (dict(forces="{positions: node.x}"), "model.forces.positions",
+     "the positions `node.x` of `forces: autograd` are not an input of the spec"),
     (dict(forces="{output: node.h}"), "model.forces.output", "the forces output `node.h` is already a field"),
     (dict(forces="{output: graph.f}"), "model.forces.output", "must be a node field"),
     (dict(forces="autodiff"), "model.forces", "expected 'autograd', found `autodiff` (text); did you mean `autograd`"),
     (dict(forces="{enrgy: graph.energy}"), "model.forces.enrgy", "unknown key `enrgy`"),
 ])
 def test_compile_errors(kw, where, words):
-    if where is None:
-        if "inputs" in kw:  # graph.positions (node.pos) is not declared: several 1o inputs, none chosen
-            with pytest.raises(SpecError) as e:
-                plan_of(**{**kw, "forces": "autograd"}) if False else _plan_no_graph(kw["inputs"])
-            assert "cannot tell which `1o` input holds the positions (`node.a`, `node.b`)" in str(e.value)
-        else:
-            assert plan_of(**kw).forces.energy == "graph.energy"
+    if words is None:  # graph.h has 8 channels: graph.energy is the only candidate
+        assert plan_of(**kw).forces.energy == "graph.energy"
         return
     with pytest.raises(SpecError) as e:
         plan_of(**kw)
@@ -224,11 +219,22 @@ def test_compile_errors(kw, where, words):
     assert "\n" not in msg
 
 
-def _plan_no_graph(inputs):
+def test_two_energies_or_two_position_inputs_need_the_long_form():
+    text = BASE.format(forces="autograd", outputs="[graph.energy, graph.e2]", width=1)
+    text = text.replace("  outputs:", "    - {type: linear, input: graph.h, output: graph.e2, out_dim: 1}\n  outputs:")
+    with pytest.raises(SpecError) as e:
+        plan_spec(parse_spec_text(text, "f.yaml"))
+    assert ("found several graph-level scalar outputs of width 1 (`graph.energy`, `graph.e2`); name the energy "
+            "with `forces: {type: autograd, energy: graph.energy}`") in str(e.value)
     text = BASE.format(forces="autograd", outputs="[graph.energy]", width=1)
-    text = text.replace("{node.atom: 10, node.pos: 1o, node.vel: 1o}", inputs)
+    text = text.replace("{node.atom: 10, node.pos: 1o, node.vel: 1o}", "{node.atom: 10, node.a: 1o, node.b: 1o}")
     text = text.replace("graph: {kind: radius, cutoff: 4.0}\n", "").replace("pos: node.pos", "pos: node.a")
-    return plan_spec(parse_spec_text(text, "f.yaml"))
+    with pytest.raises(SpecError) as e:
+        plan_spec(parse_spec_text(text, "f.yaml"))
+    assert ("cannot tell which `1o` input holds the positions (`node.a`, `node.b`); name it with "
+            "`forces: {type: autograd, positions: node.a}`") in str(e.value)
+    plan = plan_spec(parse_spec_text(text.replace("forces: autograd", "forces: {positions: node.b}"), "f.yaml"))
+    assert plan.forces.positions == "node.b"
 
 
 def test_no_position_input():
