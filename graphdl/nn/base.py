@@ -128,6 +128,17 @@ def register_block(name: str) -> Callable[[type[Block]], type[Block]]:
     def deco(cls: type[Block]) -> type[Block]:
         if name in BLOCKS and BLOCKS[name].__qualname__ != cls.__qualname__:
             raise ValueError(f"block type `{name}` is already registered by {BLOCKS[name].__module__}")
+        from graphdl.spec.model import STEP_KEYS
+
+        params = getattr(cls, "Params", None)
+        clash = sorted(set(getattr(params, "model_fields", {})) & set(STEP_KEYS))
+        if clash:
+            # a layer's `repeat` / `share_weights` / `residual` / `label` belong to the compiler:
+            # a block parameter of that name could never be set from a spec, and a resolved
+            # spec.yaml would reload it as the layer option (e.g. a second residual)
+            raise ValueError(f"block `{name}`: parameter(s) {', '.join(f'`{c}`' for c in clash)} shadow the layer "
+                             f"option(s) of the same name; rename them (e.g. `skip` for a block's own skip "
+                             f"connection)")
         cls.name = name
         BLOCKS[name] = cls
         return cls

@@ -646,13 +646,13 @@ class GatedGCN(Block):
     ``ê_ji = A h_i + B h_j + C e_ji``,  ``η_ji = σ(ê_ji)``,
     ``h_i' = U h_i + Σ_j η_ji ⊙ V h_j / (Σ_j η_ji + ε)``,  ``e_ji' = ê_ji``;
     then (each optional, in this order, to both ``h'`` and ``e'``) batch norm, ``act``,
-    residual ``h + h'``, dropout.
+    the block's skip connection ``h + h'`` (``skip``), dropout.
 
     Options: ``edge_gates`` (use ``C e_ji``; needs ``edge_input``), ``normalize_gates``
     (divide by ``Σ η + eps``), ``update_edges`` (write ``e'`` to ``edge_output``, default the
     edge input's key), ``root_weight`` (the ``U h_i`` term), ``batch_norm``, ``act``,
-    ``residual``, ``dropout``. With ``edge_gates``, ``normalize_gates``, ``update_edges``,
-    ``batch_norm`` and ``residual`` false and ``act: identity`` the block is exactly PyG's
+    ``skip``, ``dropout``. With ``edge_gates``, ``normalize_gates``, ``update_edges``,
+    ``batch_norm`` and ``skip`` false and ``act: identity`` the block is exactly PyG's
     ``ResGatedGraphConv``: ``h_i' = W_1 h_i + Σ_j σ(W_3 h_i + W_4 h_j) ⊙ W_2 h_j``.
 
     Lowering: gather + segment sums over dst-sorted edges (the gates are per-edge).
@@ -673,7 +673,7 @@ class GatedGCN(Block):
         root_weight: bool = True
         batch_norm: bool = True
         act: ActName = "relu"
-        residual: bool = True
+        skip: bool = True
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         eps: float = Field(1e-6, ge=0.0)
 
@@ -702,24 +702,24 @@ class GatedGCN(Block):
                 )
             de = _edge_dim(cls, p.edge_input, fields, "edge_input")
             reads[p.edge_input] = fields[p.edge_input]
-        if p.residual and d != p.out_dim:
+        if p.skip and d != p.out_dim:
             raise InferenceError(
-                f"gated_gcn `residual: true` adds `{p.input}` (dim {d}) to the output (dim {p.out_dim}); "
-                f"set `out_dim: {d}` or `residual: false`"
+                f"gated_gcn `skip: true` adds `{p.input}` (dim {d}) to the output (dim {p.out_dim}); "
+                f"set `out_dim: {d}` or `skip: false`"
             )
         if p.update_edges:
             if split_key(p.edge_out_key)[0] != "edge":
                 raise InferenceError(f"gated_gcn writes updated edges to `{p.edge_out_key}`, which is not an edge field")
-            if p.residual:
+            if p.skip:
                 if de is None:
                     raise InferenceError(
-                        "gated_gcn `residual: true` with `update_edges: true` adds the input edge features, "
-                        "but `edge_gates: false` reads none; set `residual: false` or `update_edges: false`"
+                        "gated_gcn `skip: true` with `update_edges: true` adds the input edge features, "
+                        "but `edge_gates: false` reads none; set `skip: false` or `update_edges: false`"
                     )
                 if de != p.out_dim:
                     raise InferenceError(
-                        f"gated_gcn `residual: true` adds `{p.edge_input}` (dim {de}) to the updated edges "
-                        f"(dim {p.out_dim}); embed edges to {p.out_dim} channels first or set `residual: false`"
+                        f"gated_gcn `skip: true` adds `{p.edge_input}` (dim {de}) to the updated edges "
+                        f"(dim {p.out_dim}); embed edges to {p.out_dim} channels first or set `skip: false`"
                     )
             writes[p.edge_out_key] = Scalar(p.out_dim)
         return Signature(reads, writes, {"in_dim": d, "edge_dim": de})
@@ -763,14 +763,14 @@ class GatedGCN(Block):
             h = h + self.bias
         out = {p.out_key: self._post(h, self.bn_h, x)}
         if p.update_edges:
-            out[p.edge_out_key] = self._post(e_hat, self.bn_e, f[p.edge_input] if p.residual else None)
+            out[p.edge_out_key] = self._post(e_hat, self.bn_e, f[p.edge_input] if p.skip else None)
         return out
 
     def _post(self, y: Tensor, bn: nn.Module | None, skip: Tensor | None) -> Tensor:
         if bn is not None and y.size(0) > 0:  # no edges: nothing to normalise (BN would raise)
             y = bn(y)
         y = self.act(y)
-        if self.p.residual:
+        if self.p.skip:
             y = skip + y
         if self.drop is not None:
             y = self.drop(y)

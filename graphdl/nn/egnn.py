@@ -75,7 +75,8 @@ class EGNN(Block):
     ``coords_agg``: ``C`` is ``1/deg(i)`` (``mean``; ``1/(M−1)`` on a complete graph), 1
     (``sum``) or a number. ``normalize``: use ``r_ij / (‖r_ij‖ + eps)`` in the coordinate
     update. ``attention``: ``m_ij ← sigmoid(w · m_ij) m_ij``. ``tanh``: ``φ_x`` ends in
-    ``coords_range · tanh``. ``residual`` adds ``h_i`` when the width is unchanged.
+    ``coords_range · tanh``. ``skip`` adds ``h_i`` when the width is unchanged (the block's own
+    skip connection; the layer option ``residual:`` would add the input positions too).
 
     Shapes: ``input (N, d)``, ``pos (N, 3)``, ``vel (N, 3)``, ``edge_input (E, d_e)`` →
     ``output (N, out_dim)``, ``pos_output (N, 3)``.
@@ -103,7 +104,7 @@ class EGNN(Block):
         attention: bool = False
         tanh: bool = False
         coords_range: PositiveFloat = 15.0
-        residual: bool = True
+        skip: bool = True
         eps: PositiveFloat = 1e-8
 
         _k = _keys("input", "output", "pos", "pos_output", "vel", "edge_input")
@@ -135,7 +136,7 @@ class EGNN(Block):
         d, de, out, hid = sig.info["d"], sig.info["de"], sig.info["out"], p.hidden
         self.phi_e = MLP([2 * d + 1 + de, hid, hid], act=p.act, last_act=True)
         self.phi_h = MLP([d + hid, hid, out], act=p.act)
-        self.res = p.residual and out == d
+        self.res = p.skip and out == d
         if p.attention:
             self.att = nn.Sequential(nn.Linear(hid, 1), nn.Sigmoid())
         if p.update_pos:

@@ -27,7 +27,7 @@ CONFIGS = [
     ("gine", GINE, {"out_dim": 5, "norm": "layer"}),
     ("gine_projected", GINE, {"out_dim": 5, "project_edges": True, "edge_input": "edge.w"}),
     ("gated_gcn", GatedGCN, {"out_dim": D}),
-    ("gated_gcn_core", GatedGCN, {"out_dim": 5, "edge_gates": False, "update_edges": False, "residual": False}),
+    ("gated_gcn_core", GatedGCN, {"out_dim": 5, "edge_gates": False, "update_edges": False, "skip": False}),
     ("monet_degree", MoNet, {"out_dim": 5, "pseudo_dim": 2}),
     ("monet_edge_max", MoNet, {"out_dim": 5, "pseudo": "edge.e", "aggr": "max"}),
     ("monet_separate", MoNet, {"out_dim": 5, "pseudo": "edge.w", "separate_gaussians": True}),
@@ -83,7 +83,7 @@ def _isolated_formula(name, block, x):
         if block.bn_h is not None:
             h = block.bn_h(h)
         h = block.act(h)
-        return x + h if block.p.residual else h
+        return x + h if block.p.skip else h
     if name.startswith("monet"):
         return block.root(x) + block.bias
     raise AssertionError(name)

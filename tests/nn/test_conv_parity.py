@@ -229,7 +229,7 @@ def test_gine_gradients_match_pyg():
 
 # -------------------------------------------------------------------------- GatedGCN
 RES_GATED = {"edge_gates": False, "normalize_gates": False, "update_edges": False,
-             "batch_norm": False, "residual": False, "act": "identity"}
+             "batch_norm": False, "skip": False, "act": "identity"}
 
 
 @pytest.mark.parametrize("root, bias", [(True, True), (False, False)])
