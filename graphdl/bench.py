@@ -73,8 +73,7 @@ def _batch(args, model, spec_path: str, batch_size: int, dtype):
 
     gs = spec.graph
     scale = 1.0 if gs.cutoff is None else 0.6 * float(gs.cutoff)
-    fields = {k: v for k, v in model.input_fields.items()}
-    batch = random_graph_for(fields, [args.nodes] * batch_size, degree=min(args.degree, max(args.nodes - 1, 1)),
+    batch = random_graph_for(model.input_fields, [args.nodes] * batch_size, degree=min(args.degree, max(args.nodes - 1, 1)),
                              scale=scale, dtype=dtype, seed=args.seed)
     return batch, f"{batch_size} random graphs of {args.nodes} nodes"
 
@@ -144,7 +143,7 @@ def bench_spec(args) -> dict:
     batch._cache.clear()
     info = {
         "spec": args.spec, "device": str(device), "dtype": args.dtype, "batch": what,
-        "nodes": int(prepared.num_nodes), "edges": int(prepared.num_edges),
+        "graphs": int(prepared.num_graphs), "nodes": int(prepared.num_nodes), "edges": int(prepared.num_edges),
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(), "repeat": args.repeat,
         "ms": {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in results.items()},
@@ -160,7 +159,7 @@ def cmd_bench(args) -> int:
           f"{info['parameters']:,} parameters, {info['device']} {info['dtype']}, {info['threads']} threads, "
           f"median of {info['repeat']}")
     rows = [("phase", "median ms", "min ms", "max ms", "graphs/s")]
-    n_graphs = int(info["batch"].split()[0])
+    n_graphs = info["graphs"]
     for k, v in info["ms"].items():
         rate = f"{n_graphs / (v['median'] / 1e3):,.0f}" if k != "prepare" and v["median"] > 0 else ""
         rows.append((k, f"{v['median']:.3f}", f"{v['min']:.3f}", f"{v['max']:.3f}", rate))

@@ -20,7 +20,7 @@ def test_bench_random_graphs_writes_every_phase(tmp_path, capsys):
     info = json.loads(out.read_text())
     assert set(info["ms"]) == {"prepare", "forward", "train step"}
     assert all(v["median"] > 0 for k, v in info["ms"].items() if k != "prepare")
-    assert info["nodes"] == 32 and info["parameters"] > 0
+    assert info["graphs"] == 4 and info["nodes"] == 32 and info["parameters"] > 0
 
 
 def test_bench_uses_the_spec_dataset(tmp_path, capsys):

@@ -30,7 +30,8 @@ def test_resolved_spec_rebuilds_the_same_model(name, tmp_path):
     assert [s.entry.residual for s in exp.plan.steps] == [s.entry.residual for s in exp2.plan.steps]
     b.load_state_dict(a.state_dict())
     g = random_graph_for(a.input_fields, (5, 6), scale=1.5)
-    a.eval(), b.eval()
+    a.eval()
+    b.eval()
     for k, v in a(g).items():
         torch.testing.assert_close(b(g)[k], v, rtol=0, atol=0)
 
