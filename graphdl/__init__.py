@@ -19,7 +19,7 @@ from graphdl.errors import (
     SpecError,
 )
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, register_block
-from graphdl.spec.loader import load_spec
+from graphdl.spec.loader import load_spec, trusted_imports
 from graphdl.spec.model import parse_spec
 from graphdl.types import VECTOR, FieldTable, Frame, Irreps, Scalar, parse_type
 
@@ -29,5 +29,5 @@ __all__ = [
     "Batch", "Block", "BlockParams", "BuildContext", "CheckpointError", "DataError", "FieldTable",
     "Frame", "Graph", "GraphDLError", "GraphModel", "InferenceError", "Irreps", "KernelUnavailableError",
     "Scalar", "Signature", "SpecError", "VECTOR", "collate", "compile_spec", "load_spec", "parse_spec",
-    "parse_type", "plan_spec", "register_block",
+    "parse_type", "plan_spec", "register_block", "trusted_imports",
 ]

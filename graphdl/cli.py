@@ -34,7 +34,26 @@ EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
   graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
   graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
+
+specs that run code:
+  A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).
+  graphdl never runs them unless you say so: add --trust to any command, e.g.
+  graphdl check --trust examples/custom_block.yaml
 """
+
+TRUST_HELP = ("let this spec's `import:` run the Python modules it names (custom blocks); without it a spec "
+              "with `import:` is refused and nothing is executed")
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command that reads specs the same ``--trust`` switch."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_trust(child)
+            return
+    if "--trust" not in parser._option_string_actions:
+        parser.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,6 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
         if mod not in done:
             m.add_parser(sub)
             done.add(mod)
+    for child in dict.fromkeys(sub.choices.values()):
+        _add_trust(child)
     return parser
 
 
@@ -65,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from graphdl.spec.loader import trusted_imports
+
     try:
-        return int(args.func(args) or 0)
+        with trusted_imports(bool(getattr(args, "trust", False))):
+            return int(args.func(args) or 0)
     except GraphDLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -389,8 +389,17 @@ def build(plan: Plan) -> GraphModel:
     return GraphModel(plan)
 
 
-def compile_spec(source: Any, *, dtype: torch.dtype | None = None) -> GraphModel:
-    """Spec file path, mapping, :class:`Spec` or :class:`Plan` -> :class:`GraphModel`."""
+def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool | None = None) -> GraphModel:
+    """Spec file path, mapping, :class:`Spec` or :class:`Plan` -> :class:`GraphModel`.
+
+    ``trust=True`` lets the spec's ``import:`` run the modules it names (untrusted by default:
+    such a spec raises :class:`SpecError`; see :mod:`graphdl.spec.loader`).
+    """
+    if trust is not None and not isinstance(source, (Plan, Spec)):
+        from graphdl.spec.loader import trusted_imports
+
+        with trusted_imports(trust):
+            return compile_spec(source, dtype=dtype)
     plan = source if isinstance(source, Plan) else plan_spec(source)
     model = build(plan)
     if dtype is not None:

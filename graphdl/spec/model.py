@@ -298,9 +298,12 @@ def _require_mapping(doc: SpecDoc, path: Path, value: Any, what: str) -> dict:
     return value
 
 
-def parse_spec(source: Any) -> Spec:
-    """Load (file path, mapping or :class:`SpecDoc`) and validate the top level of a spec."""
-    doc = source if isinstance(source, SpecDoc) else load_spec(source)
+def parse_spec(source: Any, *, trust: bool | None = None) -> Spec:
+    """Load (file path, mapping or :class:`SpecDoc`) and validate the top level of a spec.
+
+    ``trust`` as :func:`graphdl.spec.loader.load_spec` (whether ``import:`` may run code).
+    """
+    doc = source if isinstance(source, SpecDoc) else load_spec(source, trust=trust)
     data = _require_mapping(doc, (), doc.data, "key: value lines")
     _load_sections()
     if "graphdl" not in data:

@@ -33,7 +33,7 @@ class Sleep(Block):
 
 
 def graphdl(*args, wait=True):
-    cmd = [sys.executable, "-m", "graphdl.cli", *args]
+    cmd = [sys.executable, "-m", "graphdl.cli", *args, "--trust"]  # the spec imports sleep_block.py
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)

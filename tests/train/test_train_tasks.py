@@ -6,6 +6,7 @@ import io
 import pytest
 
 from graphdl.errors import SpecError
+from graphdl.spec.loader import trusted_imports
 from graphdl.train.progress import Progress
 from graphdl.train.runner import run
 from graphdl.train.tasks import TASKS, Regression, Task, register_task
@@ -80,7 +81,8 @@ def go(tmp_path, plugin):
     def run_spec(head, task, split="{type: random}"):
         spec = tmp_path / "s.yaml"
         spec.write_text(SPEC.format(head=head, task=task, plugin=plugin, split=split))
-        return run(str(spec), out=str(tmp_path / "r"), progress=Progress(io.StringIO())), tmp_path / "r"
+        with trusted_imports():  # the spec imports the plugin module written by the test
+            return run(str(spec), out=str(tmp_path / "r"), progress=Progress(io.StringIO())), tmp_path / "r"
 
     return run_spec
 
