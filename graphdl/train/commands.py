@@ -14,10 +14,16 @@ RUN_EPILOG = """examples:
   graphdl run SPEC --out runs/a --epochs 5 --seed 1                quick trial with another seed
   graphdl run SPEC --split-file chemprop_run/splits.json           reuse chemprop's exact split
   graphdl run SPEC --out runs/a --resume                           continue a run that was killed
+  graphdl run SPEC --out runs/a --overwrite                        replace the run in runs/a once this one finishes
 
 Writes to --out: spec.yaml (resolved), metrics.json (per epoch and final, split sizes, seed),
 best.pt and last.pt, learning_curve.png, test_predictions.csv, timing.json. On a terminal each
 epoch shows a progress bar; in logs, one summary line per epoch.
+
+A directory that holds a run is never replaced by accident: without --resume or --overwrite the
+run is refused and nothing changes. With --overwrite the new run trains beside it (.DIR.incoming)
+and its artefacts replace the old ones only when it has finished; a run that fails or is killed
+leaves the old one as it was.
 """
 
 PREDICT_EPILOG = """examples:
@@ -39,6 +45,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override train.device")
     p.add_argument("--seed", type=int, metavar="S", help="override train.seed (initial weights, shuffling, split)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt (same spec and overrides)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run DIR holds, once this run has finished (it trains beside it until then)")
     p.add_argument("--split-file", metavar="F", help="JSON split of source rows (train/val/test), e.g. chemprop's "
                                                      "splits.json; overrides the spec's split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N graphs of the dataset")
@@ -77,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
-        split_file=args.split_file, limit=args.limit, progress=progress)
+        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite)
     return 0
 
 

@@ -43,6 +43,7 @@ from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
+from graphdl.train.rundir import RunDir, check_out, open_run_dir
 from graphdl.train.sections import TrainSection, dataset_parts
 from graphdl.train.splits import FileSplit, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
@@ -293,8 +294,16 @@ def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
 # -------------------------------------------------------------------------------- run
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
-        progress: Progress | None = None) -> dict:
-    """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data."""
+        progress: Progress | None = None, overwrite: bool = False) -> dict:
+    """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
+
+    ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
+    this run has finished); see :mod:`graphdl.train.rundir` for what a failed run leaves behind.
+
+    Raises:
+        SpecError, DataError: before anything is written to ``out``.
+        RunDirError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` was given.
+    """
     t_start = time.perf_counter()
     progress = progress or Progress()
     exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit)
@@ -302,25 +311,20 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    dev = pick_device(tr.device)
+    pick_device(tr.device)  # an unavailable device fails before anything is loaded
     out = out or os.path.join("runs", exp.name)
-    os.makedirs(out, exist_ok=True)
-    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
     model_digest = C.digest(C.model_part(exp.resolved))
 
     ck = None
     if resume:
-        if os.path.exists(last_path):
-            ck = C.load(last_path)
-            C.check_compatible(ck, exp.resolved, last_path, model_only=False, spec_file=exp.spec.file)
+        if os.path.exists(os.path.join(out, "last.pt")):
+            ck = C.load(os.path.join(out, "last.pt"))
+            C.check_compatible(ck, exp.resolved, os.path.join(out, "last.pt"), model_only=False,
+                               spec_file=exp.spec.file)
         else:
             progress.line(f"note: {out} holds no last.pt to resume from; starting from epoch 1")
-    elif os.path.exists(last_path):
-        progress.line(f"note: {out} holds an earlier run; it is overwritten (pass --resume to continue it)")
-        for name in ("best.pt", "metrics.json", "timing.json", "test_predictions.csv", "learning_curve.png"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
 
     dataset = exp.data.load()
     dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
@@ -350,6 +354,26 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         sizes = {k: len(v) for k, v in split.items()}
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
+    # every check passed: only now is anything written (see graphdl.train.rundir)
+    rd = open_run_dir(out, overwrite=overwrite, held=held)
+    if rd.staged:
+        progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run finishes")
+    try:
+        metrics = _train(exp, rd, ck, dataset, dname, task, split, sizes, masks, phase, run_digest, model_digest,
+                         progress, t_start)
+    except BaseException:
+        rd.abandon()
+        raise
+    rd.finish()
+    return metrics
+
+
+def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, masks, phase, run_digest,
+           model_digest, progress, t_start) -> dict:
+    """Train, select and evaluate into ``rd.work`` (the checks of :func:`run` have passed)."""
+    tr, out = exp.train, rd.out
+    dev = pick_device(tr.device)
+    last_path, best_path = rd.path("last.pt"), rd.path("best.pt")
     torch.manual_seed(tr.seed)
     model = build(exp.plan)
     graphs = dataset.graphs
@@ -379,7 +403,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
                 state[k] = ck[k]
         progress.line(f"resuming {out} after epoch {state['epoch']}")
 
-    _write_text(os.path.join(out, "spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
     split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
                                         if exp.data.split.type in ("random", "scaffold") else "")
     progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
@@ -448,7 +472,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     final_val, _ = evaluate(model, task, val_set, phase["val"])
     final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
     if collected:
-        _write_predictions(os.path.join(out, "test_predictions.csv"), task.table(collected), dataset)
+        _write_predictions(rd.path("test_predictions.csv"), task.table(collected), dataset)
     metrics = {
         "spec": exp.name,
         "spec_digest": run_digest,
@@ -463,10 +487,10 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         "stopped_early": state["stopped"],
         "final": {"val": final_val, "test": final_test},
     }
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
-    _write_json(os.path.join(out, "timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
-    learning_curve(state["history"], task.monitor if has_val else "loss", os.path.join(out, "learning_curve.png"),
+    _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
                    state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)

@@ -13,25 +13,6 @@ import torch
 
 from graphdl.errors import CheckpointError
 
-SLEEP_BLOCK = '''
-import time
-from graphdl.nn.base import Block, BlockParams, Signature, register_block
-
-@register_block("test_sleep")
-class Sleep(Block):
-    """Slows every forward pass down so that a test can kill the run in the middle of an epoch."""
-
-    class Params(BlockParams):
-        seconds: float = 0.04
-
-    @classmethod
-    def infer(cls, p, fields, ctx):
-        return Signature({}, {})
-
-    def forward(self, g, f):
-        time.sleep(self.p.seconds)
-        return {}
-'''
 
 
 def graphdl(*args, wait=True):
@@ -41,8 +22,8 @@ def graphdl(*args, wait=True):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def test_kill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, tmp_path):
-    (tmp_path / "sleep_block.py").write_text(SLEEP_BLOCK)
+def test_kill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, tmp_path, sleep_block):
+    sleep_block(tmp_path)
     spec = tiny(epochs=6, replace={
         "graphdl: 1\n": "graphdl: 1\nimport: [sleep_block.py]\n",
         "  layers:\n": "  layers:\n    - {type: test_sleep}\n",

@@ -82,7 +82,7 @@ def go(tmp_path, plugin):
         spec = tmp_path / "s.yaml"
         spec.write_text(SPEC.format(head=head, task=task, plugin=plugin, split=split))
         with trusted_imports():  # the spec imports the plugin module written by the test
-            return run(str(spec), out=str(tmp_path / "r"), progress=Progress(io.StringIO())), tmp_path / "r"
+            return run(str(spec), out=str(tmp_path / "r"), progress=Progress(io.StringIO()), overwrite=True), tmp_path / "r"
 
     return run_spec
 
