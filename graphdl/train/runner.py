@@ -36,7 +36,7 @@ import yaml
 from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
 from graphdl.data.cache import atomic_write
 from graphdl.data.loader import GraphLoader
-from graphdl.errors import InferenceError, KernelUnavailableError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
 from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
@@ -45,7 +45,7 @@ from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
 from graphdl.train.rundir import RunDir, check_out, open_run_dir
 from graphdl.train.sections import TrainSection, dataset_parts
-from graphdl.train.splits import FileSplit, make_split, node_masks
+from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
 
@@ -340,9 +340,6 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
     task = make_task(exp, dataset)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
-    if not split["train"]:
-        raise doc.error(("dataset", "split"), f"the split leaves no training graphs (dataset `{dname}` has "
-                                              f"{len(dataset)})")
     masks = node_masks(exp.data.split)
     if masks is not None:
         if getattr(task, "level", "graph") != "node":
@@ -352,6 +349,14 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         sizes = {k: sum(int(dataset.graphs[i][masks[k]].sum()) for i in v) for k, v in split.items()}
     else:
         sizes = {k: len(v) for k, v in split.items()}
+    unit = "nodes" if masks is not None else "graphs"
+    total = sum(sizes.values()) if masks is not None else len(dataset)
+    try:
+        split_warnings = check_split_sizes(exp.data.split, sizes, total, unit)
+    except DataError as e:
+        raise doc.error(("dataset", "split"), f"{e} (dataset `{dname}`)") from None
+    for w in split_warnings:
+        progress.line(w)
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
     # every check passed: only now is anything written (see graphdl.train.rundir)
