@@ -251,19 +251,47 @@ class GraphModel(nn.Module):
     def output_fields(self) -> dict[str, FieldType]:
         return dict(self.plan.outputs)
 
+    def _float_dtype(self) -> torch.dtype | None:
+        """The floating dtype of the parameters (``None`` for a model without parameters)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
     def check_inputs(self, g: Graph) -> None:
-        """Shape checks of a batch against the declared inputs (no host sync)."""
+        """Shape and dtype checks of a batch against the declared inputs (no host sync).
+
+        Conversion (documented, the one graphdl makes): a 1-D field ``(N,)`` for an input
+        declared with one channel (``node.x: 1``; what ``from_networkx`` gives for a scalar
+        attribute) is read as ``(N, 1)`` by :meth:`forward`. Everything else must match.
+
+        Raises:
+            DataError: one line naming the field, what was found and what the spec expects:
+                a missing field, another trailing shape, integers or complex numbers where
+                features are real, or a floating dtype other than the model's (e.g. a float64
+                array into a float32 model).
+        """
         if g.num_nodes == 0:
             raise DataError("the batch has no nodes (an empty graph); drop empty graphs from the dataset")
+        dtype = self._float_dtype()
         for k, t in self._inputs.items():
             if k not in g.fields:
                 have = ", ".join(sorted(g.fields)) or "none"
                 raise DataError(f"the batch lacks input field `{k}` declared in the spec (batch fields: {have})")
-            shape = tuple(g.fields[k].shape[1:])
+            v = g.fields[k]
+            shape = tuple(v.shape[1:])
             want = t.shape()
             if shape != want and not (len(want) == 1 and shape == () and want == (1,)):
                 raise DataError(f"input field `{k}` has trailing shape {shape}, the spec declares {t} "
                                 f"(shape {want}); fix `inputs:` or the featurizer")
+            if not v.is_floating_point():
+                raise DataError(f"input field `{k}` holds {str(v.dtype).removeprefix('torch.')} values, but `{k}: {t}` "
+                                f"is a real-valued feature; convert it with `.float()` (or declare it as the model's "
+                                f"dtype)")
+            if dtype is not None and v.dtype != dtype:
+                have, need = str(v.dtype).removeprefix("torch."), str(dtype).removeprefix("torch.")
+                raise DataError(f"input field `{k}` is {have} but the model's parameters are {need}; convert the "
+                                f"batch with `batch.to(torch.{need})`, or the model with `model.to(torch.{have})`")
 
     def prepare(self, g: Graph) -> Graph:
         """Make the spec's message-passing graph for ``g``.
@@ -301,7 +329,7 @@ class GraphModel(nn.Module):
     def forward(self, g: Graph) -> dict[str, Tensor]:
         self.check_inputs(g)
         g = self.prepare(g)
-        f: dict[str, Tensor] = {k: g.fields[k] for k in self._inputs}
+        f: dict[str, Tensor] = {k: _as_declared(g.fields[k], t) for k, t in self._inputs.items()}
         if self.plan.forces is not None:
             return self._forward_forces(g, f)
         return self._stack(g, f)
@@ -387,6 +415,11 @@ class GraphModel(nn.Module):
 
 def build(plan: Plan) -> GraphModel:
     return GraphModel(plan)
+
+
+def _as_declared(v: Tensor, t: FieldType) -> Tensor:
+    """``(N,)`` -> ``(N, 1)`` for a one-channel input (see :meth:`GraphModel.check_inputs`)."""
+    return v.unsqueeze(-1) if v.dim() == 1 and t.shape() == (1,) else v
 
 
 def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool | None = None) -> GraphModel:
