@@ -47,6 +47,7 @@ from graphdl.data.graph import Graph
 from graphdl.errors import DataError, did_you_mean
 from graphdl.wl import constructions as C
 from graphdl.wl._convert import graph_from_networkx, graph_to_networkx
+from graphdl.wl._labels import label_key
 from graphdl.wl._smiles import smiles_to_networkx
 
 
@@ -87,9 +88,10 @@ class _Builder:
 
     def build(self) -> list[PairCase]:
         vocab = None
-        if self.labelled:
-            labels = {str(d.get("label", "")) for G1, G2, _ in self.raw for G in (G1, G2) for _, d in G.nodes(data=True)}
-            vocab = sorted(labels)
+        if self.labelled:  # one entry per label value (compared by value), in key order
+            labels = {label_key(d.get("label", "")): d.get("label", "")
+                      for G1, G2, _ in self.raw for G in (G1, G2) for _, d in G.nodes(data=True)}
+            vocab = [labels[k] for k in sorted(labels)]
         out = []
         for G1, G2, meta in self.raw:
             if vocab is not None:
