@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -449,8 +450,8 @@ def _mean_not_max_rows(rng: np.random.Generator, colours: int):
         m2[r, j] -= 1
         m2[s, j] += 1
 
-        def dists(m):
-            return sorted(tuple((row / row.sum()).round(12)) for row in m)
+        def dists(m):  # exact fractions: rounded floats could merge two distributions
+            return sorted(tuple(Fraction(int(x), int(row.sum())) for x in row) for row in m)
 
         if dists(m1) != dists(m2):
             return m1.tolist(), m2.tolist()
