@@ -44,7 +44,7 @@ def run_one(spec: str, out: str, *, seed: int, epochs: int | None, limit: int | 
     log_path = os.path.join(out, "log.txt")
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proc = subprocess.run(cmd, check=False, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
     row: dict = {"spec": os.path.relpath(spec, ROOT), "out": out, "wall_s": round(wall, 1),
                  "status": "ok" if proc.returncode == 0 else "crash", "returncode": proc.returncode}

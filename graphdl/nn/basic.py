@@ -11,12 +11,12 @@ from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt, field_validator
-from torch import Tensor, nn
+from torch import nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, BatchNorm1d, activation, segment_mean_count
-from graphdl.types import FieldTable, Scalar, split_key
+from graphdl.types import Scalar, split_key
 
 
 def _check_key(v: str) -> str:

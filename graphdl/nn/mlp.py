@@ -3,7 +3,8 @@ batch norm every block uses (:class:`BatchNorm1d`, which takes a batch of one ro
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
