@@ -93,6 +93,19 @@ def test_batchnorm1d_is_torch_with_two_or_more_values_per_channel(shape):
     assert int(ours.num_batches_tracked) == 8
 
 
+def test_batchnorm1d_under_torch_compile():
+    """The one-row branch is a shape test, so torch.compile traces both paths (a guard each)."""
+    ours, ref = BatchNorm1d(D).double(), BatchNorm1d(D).double()
+    _warm(ours)
+    ref.load_state_dict(ours.state_dict())
+    compiled = torch.compile(ours.train(), backend="aot_eager", fullgraph=True)
+    for rows in (4, 1, 3, 0):
+        x = torch.randn(rows, D, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), ref.train()(x), rtol=TOL, atol=TOL)
+        for k, v in ref.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[k], v, rtol=TOL, atol=TOL)
+
+
 def test_batchnorm1d_state_dict_is_torchs():
     """Checkpoints written with torch.nn.BatchNorm1d load unchanged."""
     ref = torch.nn.BatchNorm1d(D)
