@@ -6,7 +6,7 @@
   loss, gradients, updated weights and the evaluation output all finite;
 * every model-only spec does a training forward and backward on a one-node graph of its
   declared inputs;
-* every spec in ``specs/molecular/`` runs a whole epoch through the runner with
+* every model of ``specs/molecular/`` runs a whole epoch through the runner with
   ``batch_size: 1`` on single-atom molecules (``gine_freesolv.yaml`` once died in epoch 19
   of its default run: the last training batch was methane alone, in torch's batch norm);
 * ``benchmarks/molecular_full_runs.py`` (the full-length runs) works, on a smoke setting.
@@ -41,6 +41,20 @@ def _sections(path: Path) -> set:
 EXPERIMENTS = [p for p in ALL_SPECS if {"task", "dataset"} <= _sections(p)]
 MODEL_ONLY = [p for p in ALL_SPECS if "task" not in _sections(p)]
 MOLECULAR = sorted(ROOT.glob("specs/molecular/*.yaml"))
+
+
+def _distinct_models(paths):
+    """One spec per distinct ``model:`` section (the FreeSolv and Huuskonen specs share models)."""
+    seen, out = set(), []
+    for p in paths:
+        key = yaml.safe_dump(yaml.safe_load(p.read_text())["model"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+MOLECULAR_MODELS = _distinct_models(MOLECULAR)
 SINGLE_ATOMS = ["C", "N", "O", "F", "S", "Cl", "Br", "I", "P", "C"]  # each one heavy atom, no bonds
 
 
@@ -50,7 +64,7 @@ def _ids(paths):
 
 def test_the_spec_lists_are_not_empty():
     """The globs find the shipped specs (a moved folder must not turn the tests below into no-ops)."""
-    assert len(EXPERIMENTS) >= 18 and len(MOLECULAR) >= 10 and len(MODEL_ONLY) >= 15
+    assert len(EXPERIMENTS) >= 18 and len(MOLECULAR) >= 10 and len(MODEL_ONLY) >= 15 and len(MOLECULAR_MODELS) >= 5
     assert set(MOLECULAR) <= set(EXPERIMENTS)
 
 
@@ -123,7 +137,7 @@ def test_model_spec_trains_on_one_node(path):
     assert not bad, f"non-finite gradients: {bad[:5]}"
 
 
-@pytest.mark.parametrize("path", MOLECULAR, ids=_ids(MOLECULAR))
+@pytest.mark.parametrize("path", MOLECULAR_MODELS, ids=_ids(MOLECULAR_MODELS))
 def test_molecular_spec_runs_an_epoch_of_single_atom_batches(path, tmp_path):
     """The runner with ``batch_size: 1`` over one-atom molecules: every training batch is one
     row for each batch norm (nodes, graphs) and has no edges."""
