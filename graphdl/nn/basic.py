@@ -11,12 +11,12 @@ from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt, field_validator
-from torch import Tensor, nn
+from torch import nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, activation
-from graphdl.types import FieldTable, Scalar, split_key
+from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, BatchNorm1d, activation, segment_mean_count
+from graphdl.types import Scalar, split_key
 
 
 def _check_key(v: str) -> str:
@@ -144,7 +144,18 @@ class MLPBlock(Block):
 
 @register_block("batch_norm")
 class BatchNorm(Block):
-    """Batch normalisation over all rows of a field (nodes of every graph in the batch)."""
+    """Batch normalisation over all rows of a field (nodes of every graph in the batch; one
+    row per graph for a ``graph.*`` field), per channel (Ioffe & Szegedy 2015,
+    https://arxiv.org/abs/1502.03167; PyG ``BatchNorm``).
+
+    Training: ``y = γ (x − μ_B) / √(σ²_B + eps) + β`` with the batch's mean and biased
+    variance; the running statistics move by ``momentum`` (unbiased variance). A batch with
+    one row (or none) has no variance: it is normalised with the running statistics and
+    leaves them unchanged, as PyG's ``BatchNorm(allow_single_element=True)``
+    (:class:`graphdl.nn.mlp.BatchNorm1d`). Evaluation: the running statistics.
+
+    Shapes: ``(n, d) -> (n, d)``.
+    """
 
     family = "norm"
 
@@ -159,7 +170,7 @@ class BatchNorm(Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        self.norm = nn.BatchNorm1d(sig.info["dim"], eps=p.eps, momentum=p.momentum)
+        self.norm = BatchNorm1d(sig.info["dim"], eps=p.eps, momentum=p.momentum)
 
     def forward(self, g, f):
         return {self.p.out_key: self.norm(f[self.p.input])}
@@ -189,7 +200,14 @@ class LayerNorm(Block):
 
 @register_block("graph_norm")
 class GraphNorm(Block):
-    """GraphNorm (Cai et al. 2021): ``γ (h − α μ_G) / σ_G + β`` with per-graph statistics.
+    """GraphNorm (Cai et al. 2021, https://arxiv.org/abs/2009.03294; PyG ``GraphNorm``):
+    ``γ (h − α μ_G) / √(σ²_G + eps) + β`` with per-graph statistics over the graph's nodes,
+    ``μ_G`` the mean and ``σ²_G = mean_G (h − α μ_G)²`` (biased: divided by the node count
+    ``N_G``, never ``N_G − 1``), in training and evaluation alike (no running statistics).
+
+    Every legal graph is defined: a one-node graph gives ``σ²_G = ((1 − α) h)²``, so the output
+    is finite (``β`` when ``α = 1``); a graph without nodes contributes no rows. Matches PyG's
+    ``GraphNorm`` with copied weights (``tests/nn/test_degenerate_batches.py``).
 
     Shapes: node field ``(N, d) -> (N, d)``.
     """
@@ -214,10 +232,8 @@ class GraphNorm(Block):
         self.alpha = nn.Parameter(torch.ones(d))
 
     def forward(self, g, f):
-        from graphdl.nn.mlp import segment_mean_std
-
         x = f[self.p.input]
-        mean, count = segment_mean_std(x, g.batch, g.num_graphs)
+        mean, count = segment_mean_count(x, g.batch, g.num_graphs)
         out = x - self.alpha * mean[g.batch]
         var = torch.zeros_like(mean).index_add_(0, g.batch, out * out) / count
         out = out / (var + self.p.eps).sqrt()[g.batch]
