@@ -22,7 +22,6 @@ killed run finishes with the same metrics as one that was never interrupted.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
-from graphdl.train.rundir import RunDir, check_out, open_run_dir
+from graphdl.train.rundir import RunDir, check_out, open_run_dir, register_artefact
 from graphdl.train.sections import TrainSection, dataset_parts
 from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
@@ -197,8 +196,7 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
     rows = 0
     for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
         batch = batch.to(device)
-        out = model(batch)
-        loss = task.loss(out, batch)
+        loss = task.train_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -215,7 +213,7 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
 
 
 class EvalSet:
-    """A split's graphs collated once, in order, on the device (reused every epoch: the CSR and
+    """A split's dataset graphs collated once, in order, on the device (reused every epoch: the CSR and
     other per-batch caches are built once too). Drawing nothing from torch's generator (the
     loader gets a seed), it leaves the training's random stream as it was."""
 
@@ -232,25 +230,8 @@ class EvalSet:
 
 def evaluate(model: GraphModel, task: Task, data: EvalSet, row_mask: str | None = None) -> tuple[dict, dict]:
     """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions."""
-    model.eval()
-    task.eval()
-    if not data.index:
-        return {}, {}
     task.row_mask = row_mask
-    parts: dict[str, list] = {}
-    total, rows = 0.0, 0
-    ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
-    with ctx:
-        for batch, ids in data.batches:
-            out = model(batch)
-            n = task.rows(batch)
-            total += float(task.loss(out, batch).detach()) * n
-            rows += n
-            for k, v in task.collect(out, batch, ids).items():
-                parts.setdefault(k, []).append(v.detach().cpu())
-    collected = {k: torch.cat(v) for k, v in parts.items()}
-    result = {"loss": total / max(rows, 1), **task.metrics(collected)}
-    return result, collected
+    return task.evaluate(model, data)
 
 
 def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
@@ -265,30 +246,6 @@ def _write_json(path: str, data: dict) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, allow_nan=True)
         f.write("\n")
-
-
-def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
-    meta = dataset.meta or {}
-    rows_of = meta.get("rows")
-    smiles = meta.get("smiles")
-    mol_of = meta.get("molecule_of_graph")  # several graphs (conformers) per molecule
-    if smiles is not None and mol_of is not None:
-        smiles = [smiles[m] for m in mol_of]
-    index = table.pop("index")
-    header = ["row"] + (["node"] if "node" in table else []) + (["smiles"] if smiles is not None else [])
-    node = table.pop("node", None)
-    header += list(table)
-    with atomic_write(path, "w") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        for j, i in enumerate(index):
-            row: list = [rows_of[i] if rows_of is not None else i]
-            if node is not None:
-                row.append(node[j])
-            if smiles is not None:
-                row.append(smiles[i])
-            row += [f"{v:.6g}" if isinstance(v, float) else v for k, v in ((k, table[k][j]) for k in table)]
-            w.writerow(row)
 
 
 # -------------------------------------------------------------------------------- run
@@ -360,6 +317,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
     # every check passed: only now is anything written (see graphdl.train.rundir)
+    for name in task.artefacts:
+        register_artefact(name)
     rd = open_run_dir(out, overwrite=overwrite, held=held)
     if rd.staged:
         progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run finishes")
@@ -383,12 +342,13 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     model = build(exp.plan)
     graphs = dataset.graphs
     task.row_mask = phase["train"]
-    task.fit([graphs[i] for i in split["train"]])
+    train_examples = task.examples(graphs, split["train"], training=True)
+    task.fit(train_examples)
     model.to(dev)
     task.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(tr.optimizer, model.parameters())
-    train_loader = GraphLoader([graphs[i] for i in split["train"]], tr.batch_size, shuffle=True, seed=tr.seed)
+    train_loader = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
     sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
                           monitor_higher=task.monitor_higher)
     eval_bs = tr.eval_batch_size or tr.batch_size
@@ -476,8 +436,7 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     task.load_state_dict(best_ck["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
     final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
-    if collected:
-        _write_predictions(rd.path("test_predictions.csv"), task.table(collected), dataset)
+    task.write_artefacts(rd.path, collected, dataset)
     metrics = {
         "spec": exp.name,
         "spec_digest": run_digest,
