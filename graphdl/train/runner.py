@@ -35,10 +35,11 @@ import yaml
 from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
 from graphdl.data.cache import atomic_write
 from graphdl.data.loader import GraphLoader
-from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
 from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
@@ -187,13 +188,26 @@ def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> 
 
 
 # ----------------------------------------------------------------------------- epochs
+class _Diverged(Exception):
+    """Raised by :func:`run_epoch` when its watch saw a non-finite loss or parameter."""
+
+    def __init__(self, step: int):
+        self.step = step  # first bad step (0-based), or -1 when only the parameters showed it
+
+
 def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, device, grad_clip, progress,
               epoch: int, epochs: int) -> float:
-    """One pass over the training batches; returns the row-weighted mean loss."""
+    """One pass over the training batches; returns the row-weighted mean loss.
+
+    Raises:
+        _Diverged: a loss or a parameter went non-finite (read every ``CHECK_EVERY`` steps and
+            at the end; see :mod:`graphdl.train.nonfinite`).
+    """
     model.train()
     task.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = 0
+    watch = Watch(device)
     for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
         batch = batch.to(device)
         loss = task.train_loss(model, batch)
@@ -204,12 +218,27 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
         opt.step()
         if sched.per_step:
             sched.scheduler.step()
+        watch.step(i, loss)
         n = task.rows(batch)
         total += loss.detach().double() * n
         rows += n
+        if (i + 1) % CHECK_EVERY == 0 and (bad := watch.failed(model)) is not None:
+            raise _Diverged(bad)
         if progress.bars and i % 5 == 0:
             progress.loss(float(total) / max(rows, 1))
+    if (bad := watch.failed(model)) is not None:
+        raise _Diverged(bad)
     return float(total) / max(rows, 1)
+
+
+def _check_eval(model, task, data: EvalSet, result: dict, what: str, epoch: int | None) -> None:
+    """Stop on a non-finite evaluation loss, naming the batch and block (metrics such as r2 may be NaN)."""
+    loss = result.get("loss")
+    if loss is None or math.isfinite(loss):
+        return
+    where = search_eval(model, task, data.batches) or "not located (the forward passes were finite when re-run)"
+    at = f" after epoch {epoch}" if epoch is not None else ""
+    raise NonFiniteError(f"the {what} loss is {loss}{at}; {where}")
 
 
 class EvalSet:
@@ -384,9 +413,16 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch - 1)
         task.row_mask = phase["train"]
-        train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
+        start = snapshot(model, task, opt, sched)
+        try:
+            train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch,
+                                   tr.epochs)
+        except _Diverged as d:
+            _stop_diverged(d, model, task, train_loader, opt, sched, tr.grad_clip, dev, start, epoch, rd, state)
         evaluated = epoch % tr.eval_every == 0 or epoch == tr.epochs
         val = evaluate(model, task, val_set, phase["val"])[0] if evaluated else {}
+        if evaluated:
+            _check_eval(model, task, val_set, val, "validation", epoch)
         value = val.get(task.monitor) if has_val and evaluated else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
@@ -435,7 +471,9 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
-    final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
+    test_set = EvalSet(graphs, split["test"], eval_bs, dev)
+    final_test, collected = evaluate(model, task, test_set, phase["test"])
+    _check_eval(model, task, test_set, final_test, "test", None)
     task.write_artefacts(rd.path, collected, dataset)
     metrics = {
         "spec": exp.name,
@@ -460,6 +498,23 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
+                   rd: RunDir, state: dict) -> None:
+    """Locate a non-finite training step by replaying the epoch, then stop with one line."""
+    where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step)
+    if where is None:
+        where = (f"batch {d.step + 1} of {len(loader)} (the replay did not reproduce it: the run is not "
+                 f"deterministic here)" if d.step >= 0 else "not located by the replay")
+    if rd.staged:
+        kept = f"{rd.out} keeps the earlier run unchanged"
+    elif state["epoch"]:
+        kept = f"the weights after epoch {state['epoch']} are in {rd.path('last.pt')}"
+    else:
+        kept = "no epoch finished"
+    raise NonFiniteError(f"training stopped in epoch {epoch}, {where}; {kept}. Lower `train.optimizer.lr`, set "
+                         f"`train.grad_clip`, or check that batch's inputs")
 
 
 def _write_text(path: str, text: str) -> None:
