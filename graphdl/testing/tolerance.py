@@ -28,23 +28,27 @@ def eps(dtype: torch.dtype = torch.float64) -> float:
     return float(torch.finfo(dtype).eps)
 
 
-def roundoff(scale: Tensor | float, factor: float = 1.0, dtype: torch.dtype | None = None) -> float:
+def roundoff(scale, factor: float = 1.0, dtype: torch.dtype | None = None) -> float:
     """``factor · eps(dtype) · scale``: an absolute round-off bound.
 
-    ``scale``: a float, or a tensor whose largest absolute entry is used (and whose dtype is
-    the default ``dtype``); ``factor``: the operation-count factor, named beside the call.
+    ``scale``: a float, or a tensor / NumPy array whose largest absolute entry is used (and
+    whose dtype is the default ``dtype``); ``factor``: the operation-count factor, named
+    beside the call. ``dtype`` defaults to float64 for plain numbers.
     """
+    if not isinstance(scale, (Tensor, int, float)):  # a NumPy array or scalar
+        scale = torch.as_tensor(scale)
     if isinstance(scale, Tensor):
         dtype = dtype or scale.dtype
         scale = float(scale.detach().abs().max()) if scale.numel() else 0.0
     return factor * eps(dtype or torch.float64) * float(scale)
 
 
-def central_difference_bound(d_h: Tensor, d_2h: Tensor, h: float, value_scale: float, *, factor: float,
-                             dtype: torch.dtype = torch.float64, safety: float = 2.0) -> Tensor:
+def central_difference_bound(d_h, d_2h, h: float, value_scale: float, *, factor: float,
+                             dtype: torch.dtype = torch.float64, safety: float = 2.0):
     """Elementwise bound on ``|D(h) − f′(x)|`` for central differences of a function ``f``.
 
-    ``d_h``, ``d_2h``: the central differences with steps ``h`` and ``2h``; ``value_scale``: the
+    ``d_h``, ``d_2h``: the central differences with steps ``h`` and ``2h`` (tensors or NumPy
+    arrays; the bound has their type and shape); ``value_scale``: the
     magnitude of ``f`` near ``x`` (each evaluation carries round-off ``≤ factor · eps · value_scale``).
 
     * round-off: ``(δ₊ − δ₋) / 2h ≤ factor · eps · value_scale / h``;
@@ -52,7 +56,7 @@ def central_difference_bound(d_h: Tensor, d_2h: Tensor, h: float, value_scale: f
       estimate itself carries at most ``(r(h) + r(2h)) / 3`` of round-off, which only adds to it.
     """
     r = roundoff(value_scale, factor, dtype) / h
-    return r + safety * (d_2h - d_h).abs() / 3
+    return r + safety * abs(d_2h - d_h) / 3
 
 
 __all__ = ["central_difference_bound", "eps", "roundoff"]
