@@ -409,16 +409,16 @@ def from_dgl(dg, graph_fields: Mapping[str, Tensor] | None = None, *, eid_field:
         DataError: a heterograph (several node or edge types) or a DGL block (message flow
             graph), with the DGL call that converts it.
     """
+    if getattr(dg, "is_block", False):
+        raise DataError(
+            "from_dgl takes a DGLGraph, found a DGL block (a message flow graph with separate source and "
+            "destination nodes); convert it with `dgl.block_to_graph(block)`"
+        )
     if not getattr(dg, "is_homogeneous", True):
         raise DataError(
             f"from_dgl takes a homogeneous DGLGraph, found node types {list(dg.ntypes)} and edge types "
             f"{list(dg.canonical_etypes)}; convert it with `dgl.to_homogeneous(g, ndata=[...], edata=[...])` "
             f"(node and edge types become the fields dgl.NTYPE / dgl.ETYPE)"
-        )
-    if getattr(dg, "is_block", False):
-        raise DataError(
-            "from_dgl takes a DGLGraph, found a DGL block (a message flow graph with separate source and "
-            "destination nodes); convert it with `dgl.block_to_graph(block)`"
         )
     src, dst = dg.edges(order="eid")
     num_nodes = int(dg.num_nodes())
