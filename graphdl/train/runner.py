@@ -165,6 +165,26 @@ def resolve(exp: Experiment) -> dict:
     return out
 
 
+def check_experiment(exp: Experiment) -> bool:
+    """What ``graphdl check`` can verify of an experiment without reading data: the spec's inputs
+    against the fields the dataset type says it makes, and the task against those fields and the
+    model's outputs. Returns False when the dataset type cannot tell its fields without loading.
+
+    Raises:
+        SpecError: at the input or task line that does not fit.
+    """
+    fields = exp.data.cls.fields(exp.data.params)
+    if fields is None:
+        return False
+    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+    check_inputs(dict(exp.spec.inputs), fields, exp.spec.doc, dname)
+    names_of = getattr(exp.data.cls, "target_names", None)
+    target_field = getattr(exp.data.params, "target_field", None)
+    names = {target_field: names_of(exp.data.params)} if names_of is not None and target_field else {}
+    make_task_from_fields(exp, fields, names)
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -323,7 +343,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))
-    check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
+    check_inputs(dict(exp.spec.inputs), dataset.fields, doc, dname)
     task = make_task(exp, dataset)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
     masks = node_masks(exp.data.split)
