@@ -512,12 +512,40 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
     _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
     learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
                    state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
+    """``run.json``: what made this run and what it gave, for a reader who was not there."""
+    import platform
+    import sys
+
+    import graphdl
+
+    return {
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "spec": exp.spec.file,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()},
+        "dataset": metrics["dataset"],
+        "split": metrics["split"],
+        "seed": metrics["seed"],
+        "parameters": metrics["parameters"],
+        "best_epoch": metrics["best_epoch"],
+        "final": metrics["final"],
+        "artefacts": {"spec.yaml": "the resolved spec (graphdl run DIR/spec.yaml repeats the run)",
+                      "metrics.json": "per-epoch and final metrics", "best.pt": "weights of the best epoch",
+                      "last.pt": "everything needed to --resume", "test_predictions.csv": "test-split predictions",
+                      "learning_curve.png": "training and validation curves", "timing.json": "seconds per epoch"},
+    }
 
 
 def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,

@@ -110,3 +110,14 @@ def test_predict_cli_on_invalid_skip_keeps_every_row(trained, tmp_path, capsys):
     before = out.read_bytes()
     assert main(["predict", spec, "--checkpoint", ck, "--smiles", "CCO", "C1CC", "--out", str(out)]) == 2
     assert "row 1" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_a_run_directory_explains_itself(trained):
+    import json
+
+    rec = json.loads((trained / "run.json").read_text())
+    assert rec["versions"]["torch"] == torch.__version__ and rec["versions"]["graphdl"] == graphdl.__version__
+    assert rec["split"]["sizes"] == {"train": 38, "val": 5, "test": 5}  # chemprop sizes: floor(0.8·48), floor(0.9·48) − 38
+    assert rec["dataset"]["sha256"] and rec["best_epoch"] in (1, 2)
+    assert set(rec["final"]["test"]) >= {"loss", "rmse", "mae", "r2"}
+    assert rec["spec"].endswith("s.yaml")
