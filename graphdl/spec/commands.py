@@ -44,6 +44,10 @@ with --import so that theirs are in it too.
 """
 
 
+LOWERING_HELP = ("`dgl`: run every block that has a DGL lowering on DGL's kernels (as `lowering: dgl` on each "
+                 "of its layers); the notes column shows each block's lowering")
+
+
 def add_parser(subparsers) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
@@ -55,6 +59,7 @@ def add_parser(subparsers) -> None:
         epilog=CHECK_EPILOG, formatter_class=fmt)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("--lowering", choices=["auto", "dgl"], help=LOWERING_HELP)
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser(
@@ -64,6 +69,7 @@ def add_parser(subparsers) -> None:
         epilog=DESCRIBE_EPILOG, formatter_class=fmt)
     p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
+    p.add_argument("--lowering", choices=["auto", "dgl"], help=LOWERING_HELP)
     p.set_defaults(func=cmd_describe)
 
     p = subparsers.add_parser(
@@ -80,11 +86,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_schema)
 
 
-def _compile(path: str):
+def _compile(path: str, lowering: str | None = None):
     from graphdl.compile import build, plan_spec
     from graphdl.spec.model import parse_spec
 
-    plan = plan_spec(parse_spec(path))
+    plan = plan_spec(parse_spec(path), lowering=lowering)
     return build(plan)
 
 
@@ -108,7 +114,7 @@ def cmd_check(args) -> int:
     failed = 0
     for path in args.specs:
         try:
-            model = _compile(path)
+            model = _compile(path, getattr(args, "lowering", None))
             matched = _check_experiment(model)
         except GraphDLError as e:
             failed += 1
@@ -134,7 +140,9 @@ def describe_data(model) -> dict:
     for i, (s, m) in enumerate(zip(plan.steps, modules)):
         shared = id(m) in seen
         seen.add(id(m))
-        extra = getattr(m, "describe_extra", lambda: "")()
+        from graphdl.nn.base import describe_lowering
+
+        extra = describe_lowering(m)
         steps.append({
             "index": i,
             "layer": s.where,
@@ -161,7 +169,7 @@ def describe_data(model) -> dict:
 
 
 def cmd_describe(args) -> int:
-    model = _compile(args.spec)
+    model = _compile(args.spec, getattr(args, "lowering", None))
     if args.json:
         print(json.dumps(describe_data(model), indent=2))
     else:
