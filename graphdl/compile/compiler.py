@@ -238,6 +238,9 @@ class GraphModel(nn.Module):
         self._residual = [s.entry.residual for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
+        self.trace: list | None = None
+        """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
+        it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""
         self.check_finite = False
         """Debug mode (one host sync per block): raise :class:`NonFiniteError` naming the first
         block whose output is NaN or inf. The runner turns it on only to search a failed step."""
@@ -347,6 +350,8 @@ class GraphModel(nn.Module):
             if self.check_finite:
                 s = self.plan.steps[i]
                 self._raise_nonfinite(f"{s.where} ({s.label})", writes)
+            if self.trace is not None:
+                self.trace.append((i, dict(writes)))
             f.update(writes)
         return {k: f[k] for k in self._outputs if k in f}
 
