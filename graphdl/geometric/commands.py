@@ -14,7 +14,13 @@ import argparse
 
 import torch
 
-from graphdl.testing.equivariance import CHECKS, equivariance_errors, has_directions, locate_break, random_graph_for
+from graphdl.testing.equivariance import (
+    CHECKS,
+    equivariance_errors,
+    has_directions,
+    locate_break,
+    random_graph_for,
+)
 
 EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml             exit 0: every output within 1e-9 in float64
