@@ -415,7 +415,8 @@ class GraphModel(nn.Module):
             writes = ", ".join(f"{k}:{v}" for k, v in s.sig.writes.items())
             extra = getattr(block, "describe_extra", lambda: "")()
             note = "; ".join(x for x in (note, "residual" if s.entry.residual else "", extra) if x)
-            rows.append((str(i), s.where, s.label, f"{reads} -> {writes}", f"{n:,}", note))
+            block_name = s.cls.name + (f" ({s.entry.label})" if s.entry.label else "")
+            rows.append((str(i), s.where, block_name, f"{reads} -> {writes}", f"{n:,}", note))
         head = ("#", "layer", "block", "fields (reads -> writes)", "params", "notes")
         widths = [max(len(r[c]) for r in rows + [head]) for c in range(6)]
         def fmt(r):

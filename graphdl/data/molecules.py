@@ -206,11 +206,13 @@ class MoleculeTable(MoleculeDataset):
                         try:
                             _float(row[j])
                         except ValueError:
+                            # masking helps only where another target of the row is present
                             hint = (" (an empty cell is a missing label only with `missing_targets: mask`)"
-                                    if _is_missing(row[j]) else "")
+                                    if _is_missing(row[j]) and len(p.targets) > 1 else
+                                    " (a row without its label cannot be trained on)" if _is_missing(row[j]) else "")
                             bad.append(f"target `{t}` is `{row[j]}`, not a number{hint}")
                     if not bad and all(_is_missing(row[j]) for j in ti):
-                        bad.append("every target is missing")
+                        bad.append("every target is missing (a row needs at least one label)")
                     problem = "; ".join(bad) or None
             if problem is not None:
                 if p.on_invalid == "error":

@@ -317,7 +317,15 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    try:
+        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    except KernelUnavailableError as e:
+        if device is None:  # the spec asked for it: point at its line
+            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                "`device: cuda` is asked for")
+                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
+                            ) from None
+        raise
     out = out or os.path.join("runs", exp.name)
     held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
