@@ -83,6 +83,19 @@ class MoleculeDataset(DatasetType):
         return {**cls.input_fields(p), p.target_field: Scalar(len(cls.target_names(p)))}
 
     @classmethod
+    def field_docs(cls, p) -> dict[str, str]:
+        from graphdl.data.featurize import ATOM_FEATURE_SLICES, BOND_FEATURE_SLICES
+
+        def layout(slices) -> str:
+            return ", ".join(f"{name} [{s.start}:{s.stop}]" for name, s in slices.items())
+
+        names = cls.target_names(p)
+        return {"node.h": "RDKit atom features per heavy atom" + (" and H" if p.explicit_h else "") + ": "
+                          + layout(ATOM_FEATURE_SLICES) + " (one-hot blocks end in an 'other' slot; mass in daltons / 100)",
+                "edge.e": "RDKit bond features, both directions of every bond: " + layout(BOND_FEATURE_SLICES),
+                p.target_field: "targets: " + ", ".join(names)}
+
+    @classmethod
     def featurize(cls, p, smiles: str, row: int | None = None) -> Graph:
         """One SMILES -> a graph with the dataset's input fields (no targets)."""
         return smiles_to_graph(smiles, row=row, explicit_h=p.explicit_h)

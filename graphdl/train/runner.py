@@ -38,7 +38,7 @@ from graphdl.data.loader import GraphLoader
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
-from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
@@ -107,8 +107,9 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     ds_section = spec.sections["dataset"]
     ds_file, ds_inline = dataset_parts(ds_section)[:2]
     # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    path_key = next((k for k in PATH_KEYS if k in (ds_inline or {})), None)
     ds_key = ("dataset", "spec") if ds_file is not None else (
-        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+        ("dataset", path_key) if path_key is not None else ("dataset", "type"))
     data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
