@@ -17,7 +17,7 @@ from graphdl.spec.loader import load_spec
 from graphdl.spec.model import validate_model
 from graphdl.train.sections import dataset_parts, load_dataset_types
 
-PATH_KEYS = ("path",)
+PATH_KEYS = ("path", "nodes", "edges", "graphs")
 """Dataset parameters holding file paths (made absolute in the resolved spec)."""
 
 

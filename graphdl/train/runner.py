@@ -38,7 +38,7 @@ from graphdl.data.loader import GraphLoader
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
-from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
@@ -107,8 +107,9 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     ds_section = spec.sections["dataset"]
     ds_file, ds_inline = dataset_parts(ds_section)[:2]
     # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    path_key = next((k for k in PATH_KEYS if k in (ds_inline or {})), None)
     ds_key = ("dataset", "spec") if ds_file is not None else (
-        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+        ("dataset", path_key) if path_key is not None else ("dataset", "type"))
     data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
@@ -317,7 +318,15 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    try:
+        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    except KernelUnavailableError as e:
+        if device is None:  # the spec asked for it: point at its line
+            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                "`device: cuda` is asked for")
+                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
+                            ) from None
+        raise
     out = out or os.path.join("runs", exp.name)
     held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
