@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split-file", metavar="F", help="JSON split of source rows (train/val/test), e.g. chemprop's "
                                                      "splits.json; overrides the spec's split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N graphs of the dataset")
+    p.add_argument("--lowering", choices=["auto", "dgl"],
+                   help="`dgl`: run every block that has a DGL lowering on DGL's kernels (written into the "
+                        "resolved spec; the weights are the same under either lowering)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch even on a terminal")
     p.set_defaults(func=cmd_run)
@@ -91,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
-        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite)
+        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite,
+        lowering=args.lowering)
     return 0
 
 

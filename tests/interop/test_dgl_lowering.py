@@ -229,7 +229,7 @@ model:
     - {type: linear, input: node.h, out_dim: 16}
     - {type: gine, out_dim: 16, edge_input: edge.e, project_edges: true, norm: null, lowering: dgl}
     - {type: gat, out_dim: 8, heads: 2, lowering: dgl}
-    - {type: readout, reduce: mean, input: node.h, output: graph.h, lowering: dgl}
+    - {type: readout, reduce: mean, input: node.h, output: graph.h}
     - {type: mlp, input: graph.h, output: graph.y, hidden: [16], out_dim: 1}
 task: {type: regression, target: graph.y}
 dataset:
@@ -242,9 +242,10 @@ train: {epochs: 2, batch_size: 8, seed: 0}
 
 
 def test_graphdl_run_with_lowering_dgl_end_to_end(tmp_path):
-    """`graphdl run` on a spec whose blocks say `lowering: dgl` (48 FreeSolv molecules, 2 epochs):
-    it trains and writes its run; the resolved spec keeps the lowering; the checkpoint loads into
-    the same spec on graphdl's own kernels and predicts the same numbers."""
+    """`graphdl run --lowering dgl` on a spec two of whose blocks also say `lowering: dgl` (48 FreeSolv
+    molecules, 2 epochs): it trains and writes its run; the resolved spec keeps the lowering of every
+    block that has one; the checkpoint loads into the same spec on graphdl's own kernels and predicts
+    the same numbers, and `graphdl predict` takes it with the spec that names no lowering."""
     import csv
 
     from graphdl.cli import main
@@ -258,14 +259,15 @@ def test_graphdl_run_with_lowering_dgl_end_to_end(tmp_path):
         w.writerows((s, float(g["graph.y"][0, 0])) for s, g in list(zip(ds.meta["smiles"], ds.graphs))[:48])
     (tmp_path / "spec.yaml").write_text(RUN_SPEC)
     out = tmp_path / "run"
-    assert main(["run", str(tmp_path / "spec.yaml"), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", str(tmp_path / "spec.yaml"), "--out", str(out), "--quiet", "--lowering", "dgl"]) == 0
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
     assert [layer.get("lowering") for layer in resolved["model"]["layers"]] == [None, "dgl", "dgl", "dgl", None]
     metrics = yaml.safe_load((out / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2
     ck = checkpoint.load(out / "best.pt")
-    dgl_model = compile_spec(parse_spec_text(RUN_SPEC))
-    auto_model = compile_spec(parse_spec_text(RUN_SPEC.replace(", lowering: dgl", "")))
+    dgl_model = compile_spec(parse_spec_text(RUN_SPEC), lowering="dgl")
+    auto_text = RUN_SPEC.replace(", lowering: dgl", "")
+    auto_model = compile_spec(parse_spec_text(auto_text))
     for m in (dgl_model, auto_model):
         m.load_state_dict(ck["model"])
         m.eval()
@@ -274,3 +276,7 @@ def test_graphdl_run_with_lowering_dgl_end_to_end(tmp_path):
         a, b = auto_model(batch)["graph.y"], dgl_model(batch)["graph.y"]
     # float32, 5 layers of width <= 16, sums of <= 6 neighbours: <= ~100 roundings of eps32 * max|y|
     assert (a - b).abs().max() <= 100 * torch.finfo(torch.float32).eps * a.abs().max()
+    (tmp_path / "auto.yaml").write_text(auto_text)
+    assert main(["predict", str(tmp_path / "auto.yaml"), "--checkpoint", str(out / "best.pt"),
+                 "--smiles", "CCO", "--out", str(tmp_path / "pred.csv")]) == 0
+    assert (tmp_path / "pred.csv").read_text().splitlines()[1].startswith("CCO,")
