@@ -692,6 +692,23 @@ def gcn_graph(g, cache, loops, fill, x):
     return gg, w
 
 
+def with_self_loops(g, f):
+    """g plus one self-loop per node, kept a valid batch (edges grouped by graph), and the edge
+    fields of f extended with zeros for the loops in the same order."""
+    n = g.num_nodes()
+    src, dst = g.edges(order="eid")
+    loops = torch.arange(n, device=src.device)
+    src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
+    node_graph = torch.repeat_interleave(torch.arange(g.batch_size, device=src.device), g.batch_num_nodes())
+    order = torch.sort(node_graph[dst], stable=True).indices
+    gg = dgl.graph((src[order], dst[order]), num_nodes=n)
+    gg.set_batch_num_nodes(g.batch_num_nodes())
+    gg.set_batch_num_edges(g.batch_num_edges() + g.batch_num_nodes())
+    f = {k: torch.cat([v, v.new_zeros((n,) + v.shape[1:])])[order] if k.startswith("edge.") else v
+         for k, v in f.items()}
+    return gg, f
+
+
 def edge_pool(g, x, reduce):
     """Per-graph reduction of edge rows (an edge belongs to its graph in dgl.batch order)."""
     seglen = g.batch_num_edges()
@@ -898,10 +915,13 @@ def export(spec_path: str, *, to: str, checkpoint: str | None = None, out: str |
     init, fwd, copies, layers = _emit_all(model, to)
     graph_lines: list[str] = []
     if gs.self_loops:
+        edge_out = [k for k in plan.outputs if k.startswith("edge.")]
+        if edge_out:
+            raise doc.error(("graph", "self_loops"), f"export of edge outputs ({', '.join(edge_out)}) with "
+                                                     f"`self_loops: true`: graphdl re-sorts the looped edges by "
+                                                     f"destination, the exported module cannot promise that order")
         if to == "dgl":
-            graph_lines = ["g = dgl.add_self_loop(g)  # graph.self_loops: one loop per node (appended), edge fields 0",
-                           "f.update({k: torch.cat([v, v.new_zeros((g.num_nodes(),) + v.shape[1:])]) "
-                           "for k, v in f.items() if k.startswith(\"edge.\")})"]
+            graph_lines = ["g, f = with_self_loops(g, f)  # graph.self_loops: one loop per node, edge fields 0"]
         else:
             graph_lines = ["n_loops = batch.numel()",
                            "loops = torch.arange(n_loops, device=edge_index.device).repeat(2, 1)",

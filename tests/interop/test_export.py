@@ -166,3 +166,28 @@ def test_initial_weights_without_a_checkpoint(tmp_path):
     res = export(os.path.join(ROOT, "specs", "gcn.yaml"), to="dgl", out=str(tmp_path))
     assert res.parity["ok"]
     assert "initial weights (seed 0)" in (tmp_path / "model.py").read_text()
+
+
+SPEC_LOOPS = """
+graphdl: 1
+inputs: {node.h: 4, edge.e: 4}
+graph: {kind: given, self_loops: true}
+model:
+  layers:
+    - {type: gine, out_dim: 4, norm: null}
+    - {type: sage, out_dim: 4}
+    - {type: edge_readout, input: edge.e, output: graph.e, reduce: sum}
+  outputs: [node.h, graph.e]
+"""
+
+
+@pytest.mark.parametrize("to", ["dgl", "pyg"])
+def test_graph_self_loops_are_added_by_the_exported_module(tmp_path, to):
+    path = tmp_path / "loops.yaml"
+    path.write_text(SPEC_LOOPS)
+    _trained_checkpoint(str(path), tmp_path / "best.pt")
+    res = export(str(path), to=to, checkpoint=str(tmp_path / "best.pt"), out=str(tmp_path / "o"))
+    assert res.parity["ok"], res.summary()
+    path.write_text(SPEC_LOOPS.replace("outputs: [node.h, graph.e]", "outputs: [node.h, edge.e]"))
+    with pytest.raises(SpecError, match=r"graph.self_loops: export of edge outputs \(edge.e\) with `self_loops: true`"):
+        export(str(path), to=to, out=str(tmp_path / "o2"))
