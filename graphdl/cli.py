@@ -37,7 +37,7 @@ EPILOG = """examples:
 
 specs that run code:
   A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).
-  graphdl never runs them unless you say so: add --trust to any command, e.g.
+  They run only when you say so: add --trust to any command, e.g.
   graphdl check --trust examples/custom_block.yaml
 """
 

@@ -45,7 +45,7 @@ from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
 from graphdl.train.rundir import RunDir, check_out, open_run_dir, register_artefact
 from graphdl.train.sections import TrainSection, dataset_parts
-from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks
+from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks, split_to_rows
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
 
@@ -427,6 +427,8 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         progress.line(f"resuming {out} after epoch {state['epoch']}")
 
     _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    if masks is None:  # the split in source rows: `--split-file DIR/split.json` (or chemprop) reuses it
+        _write_json(rd.path("split.json"), split_to_rows(split, dataset))
     split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
                                         if exp.data.split.type in ("random", "scaffold") else "")
     progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
