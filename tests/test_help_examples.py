@@ -8,7 +8,6 @@ from docs_runner import command_of, needs_gpu, run_command, scratch
 
 from graphdl.cli import make_parser
 
-
 PLACEHOLDERS = {"SPEC", "DIR", "FILE", "PT", "PATH", "CHECKPOINT", "N", "FAMILY"}
 
 

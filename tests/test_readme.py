@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import yaml
-
 from docs_runner import ROOT, blocks, command_of, needs_gpu, run_command, scratch
 
 README = (ROOT / "README.md").read_text()
