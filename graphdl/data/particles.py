@@ -433,7 +433,7 @@ class _NumpyOnly(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol-2 files: bytes as text
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -446,7 +446,8 @@ def _read_npy(raw: bytes, where: str) -> np.ndarray:
     f = io.BytesIO(raw)
     try:
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
     except ValueError as e:
         raise DataError(f"{where}: not a .npy array ({e})") from None
     if not dtype.hasobject:

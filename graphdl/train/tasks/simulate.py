@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 from torch import Tensor
 
 from graphdl.data.graph import Graph
@@ -80,6 +80,15 @@ class SimulateParams(TaskParams):
                                                                           one_step_windows=None))
     monitor: Literal["mse20", "mse5", "mse_full", "one_step_mse", "loss"] = "mse20"
     metrics: list[Literal[METRICS]] = Field(default_factory=lambda: ["one_step_mse", "mse5", "mse20", "mse_full"])  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _horizon(self):
+        need = {"mse20": 20, "mse5": 5}.get(self.monitor)
+        steps = self.val_rollout.steps
+        if need is not None and steps is not None and steps < need:
+            raise ValueError(f"`monitor: {self.monitor}` needs validation rollouts of at least {need} steps, but "
+                             f"`val_rollout.steps` is {steps}; raise it or monitor `mse_full`")
+        return self
 
 
 @register_task("simulate")
