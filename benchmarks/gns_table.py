@@ -29,8 +29,8 @@ def table(run_dir: str, *, split: str = "test", render: str | None = None, steps
     m, b = res["mean"], res["baseline"]
     rows = [("one-step MSE", "one_step_mse"), ("MSE5", "mse5"), ("MSE20", "mse20"), ("full-rollout MSE", "mse_full"),
             ("kinetic energy, relative error", "ekin_rel"), ("inside the walls (± R)", "inside_box")]
-    lines = [f"{split}: {len(res['trajectories'])} trajectories, "
-             f"{res['trajectories'][0]['steps']} rollout steps each",
+    head = f"{split}: {len(res['trajectories'])} trajectories, {res['trajectories'][0]['steps']} rollout steps each"
+    lines = [head,
              "| metric | GNS | constant velocity + mean acc. | baseline / GNS |", "|---|---|---|---|"]
     for name, key in rows:
         if key in m and key in b:

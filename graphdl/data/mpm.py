@@ -120,7 +120,7 @@ def _stencil(x: np.ndarray, cfg: MPMConfig):
 def substep(s: MPMState, cfg: MPMConfig) -> None:
     """One MLS-MPM step of ``cfg.dt`` for every trajectory of ``s`` (in place)."""
     g = cfg.n_grid
-    dt, dx = cfg.dt, cfg.dx
+    dt, dx = cfg.dt, cfg.dx  # noqa: F841 - dx kept for reading the P2G formulas
     inv_dx2 = float(g * g)
     mass = cfg.particle_volume * cfg.density
     base, weight, dpos = _stencil(s.x, cfg)

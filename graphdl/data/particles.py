@@ -29,11 +29,11 @@ import pickle
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from graphdl.data.cache import cache_root, check_sha256, load_npz, params_key, save_npz, sha256_arrays
 from graphdl.data.graph import Graph
@@ -336,7 +336,7 @@ class ReaderParams(DatasetParams):
 
     path: str
     num_particle_types: PositiveInt = NUM_PARTICLE_TYPES
-    kinematic_types: list[int] = [KINEMATIC_TYPE]
+    kinematic_types: list[int] = Field(default_factory=lambda: [KINEMATIC_TYPE])
     splits: dict[Literal["train", "val", "test"], str] | None = None
     """Split -> file stem (default ``train``, ``valid``, ``test``; a missing file is an empty split)."""
 
@@ -399,7 +399,7 @@ class DeepMindTFRecord(DatasetType):
             items = []
             try:
                 records = list(sequence_loader(path, None))
-            except Exception as e:  # the package raises plain errors on corrupt records
+            except Exception as e:  # noqa: BLE001 - the package raises plain errors on corrupt records
                 raise DataError(f"{path}: not a readable TFRecord of SequenceExamples ({type(e).__name__}: {e})") from None
             for k, (context, seq) in enumerate(records):
                 where = f"{path} record {k}"
@@ -431,7 +431,7 @@ def _one_bytes(value, where: str) -> bytes:
 class _NumpyOnly(pickle.Unpickler):
     """Unpickles numpy arrays, dtypes and tuples of them, nothing else (no code runs)."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED: ClassVar[set] = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol-2 files: bytes as text
 
@@ -447,7 +447,7 @@ def _read_npy(raw: bytes, where: str) -> np.ndarray:
     try:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
+        shape, _, dtype = read(f)
     except ValueError as e:
         raise DataError(f"{where}: not a .npy array ({e})") from None
     if not dtype.hasobject:

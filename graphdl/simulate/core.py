@@ -159,7 +159,7 @@ def rollout(predict: Predictor, fields: SimFields, acc: Normalizer, positions: T
     Returns:
         :class:`Rollout` with ``pred``/``truth`` ``(steps, N, D)``. Runs without autograd.
     """
-    n, t_len, d = positions.shape
+    n = positions.size(0)
     c = frames - 1
     node_t0 = t0.index_select(0, batch)  # (N,)
     ar = torch.arange(n, device=positions.device)
@@ -239,6 +239,19 @@ def inside_box(pred: Tensor, bounds, tol: float = 0.0) -> Tensor:
     return ok.double().mean()
 
 
-__all__ = ["Normalizer", "Rollout", "SimFields", "acceleration_target", "integrate", "inside_box", "kinetic_energy",
-           "model_graph", "model_predictor", "one_step", "random_walk_noise", "rollout", "rollout_metrics",
-           "zero_predictor"]
+__all__ = [
+    "Normalizer",
+    "Rollout",
+    "SimFields",
+    "acceleration_target",
+    "inside_box",
+    "integrate",
+    "kinetic_energy",
+    "model_graph",
+    "model_predictor",
+    "one_step",
+    "random_walk_noise",
+    "rollout",
+    "rollout_metrics",
+    "zero_predictor",
+]

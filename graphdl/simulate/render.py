@@ -124,7 +124,7 @@ def strip(path: str, truth, pred, types=None, bounds=None, *, panels: int = 5) -
     truth, pred = np.asarray(truth), np.asarray(pred)
     b = _bounds(truth, pred, bounds)
     k = truth.shape[0]
-    idx = sorted({int(round(i * (k - 1) / max(panels - 1, 1))) for i in range(panels)})
+    idx = sorted({round(i * (k - 1) / max(panels - 1, 1)) for i in range(panels)})
     fig, axes = plt.subplots(2, len(idx), figsize=(2.2 * len(idx), 4.6), dpi=90, squeeze=False)
     col = _colours(None if types is None else np.asarray(types), truth.shape[1])
     for c, i in enumerate(idx):

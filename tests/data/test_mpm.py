@@ -41,7 +41,7 @@ def test_particles_stay_inside_the_effective_walls():
 
 def test_trajectories_do_not_depend_on_batching():
     cfg = MPMConfig()
-    (c1, x1, v1), (c2, x2, v2) = _blob(2, speed=1.0), _blob(3, speed=1.0)
+    (_, x1, v1), (_, x2, v2) = _blob(2, speed=1.0), _blob(3, speed=1.0)
     alone = simulate(MPMState(x1, v1, np.zeros(len(x1), np.int64), 1), cfg, 5)
     both = simulate(MPMState(np.concatenate([x1, x2]), np.concatenate([v1, v2]),
                              np.repeat([0, 1], [len(x1), len(x2)]), 2), cfg, 5)
@@ -49,8 +49,8 @@ def test_trajectories_do_not_depend_on_batching():
 
 
 def _params(**kw):
-    base = dict(type="mpm_water", n_train=2, n_val=1, n_test=1, frames=12, blobs=(1, 1),
-                particles_per_blob=(30, 40))
+    base = {"type": "mpm_water", "n_train": 2, "n_val": 1, "n_test": 1, "frames": 12, "blobs": (1, 1),
+            "particles_per_blob": (30, 40)}
     return WaterParams(**{**base, **kw})
 
 

@@ -18,7 +18,7 @@ from graphdl.nn.basic import Concat, MLPBlock
 from graphdl.nn.embedding import Embedding
 from graphdl.nn.generic import GraphNetwork
 from graphdl.nn.particles import EdgeDisplacement, HistoryVelocities, Standardize, WallDistances
-from graphdl.types import Categorical, FieldTable, Scalar, Trajectory, parse_type
+from graphdl.types import Categorical, FieldTable, Trajectory, parse_type
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # float64 round-off of a few dozen stacked layers, outputs O(1): eps64 · 1e3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,7 +104,7 @@ def test_noise_and_loss_skip_kinematic_particles(tmp_path):
     batch = collate(ex[:2])
     types = batch["node.particle_type"].clone()
     types[::2] = 3  # every other particle kinematic
-    batch = batch.replace(**{"node__particle_type": types})
+    batch = batch.replace(node__particle_type=types)
     seen = {}
 
     class Probe(torch.nn.Module):
@@ -152,7 +153,7 @@ def test_errors_are_one_line(tmp_path, capsys):
                                         r"`val_rollout.steps` is 5"):
         prepare(_spec(tmp_path, extra_task={"monitor": "mse20"}))
     spec = _spec(tmp_path)
-    text = open(spec).read().replace("node.history: trajectory(6, 2)", "node.history: trajectory(6, 3)")
+    text = Path(spec).read_text().replace("node.history: trajectory(6, 2)", "node.history: trajectory(6, 3)")
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     with pytest.raises(SpecError, match=r"declare it under `inputs:` as `node.history: trajectory\(6, 2\)`"):

@@ -278,7 +278,7 @@ class Simulate(Task):
             return []
         if count == 1:
             return [c]
-        return sorted({int(round(c + (last - c) * i / (count - 1))) for i in range(count)})
+        return sorted({round(c + (last - c) * i / (count - 1)) for i in range(count)})
 
     def evaluate(self, model, data):
         model.eval()
@@ -342,7 +342,7 @@ class Simulate(Task):
         c = self._need_frames() - 1
         starts = list(range(c, t_len - 1))
         if windows is not None and len(starts) > windows:
-            starts = [starts[int(round(i * (len(starts) - 1) / (windows - 1)))] for i in range(windows)] \
+            starts = [starts[round(i * (len(starts) - 1) / (windows - 1))] for i in range(windows)] \
                 if windows > 1 else [starts[0]]
         out: dict[str, list] = {"": [], "baseline_": []}
         predictors = {"": core.model_predictor(model, self.fields), "baseline_": core.zero_predictor(self.fields)}
