@@ -160,3 +160,43 @@ def test_errors_are_one_line(tmp_path, capsys):
         run(str(bad), out=str(tmp_path / "r"))
     assert cli(["rollout", spec, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_step_context_reaches_the_model_standardised(tmp_path):
+    """A DeepMind TFRecord with a per-frame global context: the task standardises it with the
+    training split's statistics and the model reads frame t of it with the history ending at t."""
+    from tfrecord.writer import TFRecordWriter
+
+    rng = np.random.default_rng(0)
+    meta = {"bounds": [[0.0, 1.0], [0.0, 1.0]], "dim": 2, "dt": 0.01, "default_connectivity_radius": 0.015,
+            "sequence_length": 11, "context_mean": [0.0], "context_std": [1.0]}
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    ctx_all = []
+    for stem, count in (("train", 2), ("valid", 1), ("test", 1)):
+        w = TFRecordWriter(str(tmp_path / f"{stem}.tfrecord"))
+        for key in range(count):
+            pos = (0.5 + 0.002 * rng.standard_normal((12, 6, 2)).cumsum(0)).astype(np.float32)
+            ctx = (3.0 + 2.0 * rng.standard_normal((12, 1))).astype(np.float32)
+            if stem == "train":
+                ctx_all.append(ctx)
+            w.write({"key": (key, "int"), "particle_type": (np.full(6, 5, np.int64).tobytes(), "byte")},
+                    {"position": ([f.tobytes() for f in pos], "byte"), "step_context": ([c.tobytes() for c in ctx], "byte")})
+        w.close()
+    spec = yaml.safe_load(Path(_spec(tmp_path, layers=1)).read_text())
+    spec["inputs"]["graph.step_context"] = 1
+    layers = spec["model"]["layers"]
+    layers.insert(3, {"type": "standardize", "input": "graph.step_context", "output": "graph.c", "statistic": "context"})
+    layers[4]["inputs"].append("graph.c")  # the concat: broadcast to the particles
+    spec["task"].update({"context": "graph.step_context"})
+    spec["dataset"] = {"type": "deepmind_tfrecord", "path": str(tmp_path), "split": {"type": "source"}}
+    spec["task"]["val_rollout"]["steps"] = 5
+    path = tmp_path / "ctx.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run(str(path), out=str(tmp_path / "run"))
+    ck = C.load(tmp_path / "run" / "best.pt")
+    # statistics over the windows' input frames (frame t = s + C of each window s)
+    frames = np.concatenate([c[5:11] for c in ctx_all]).astype(np.float64)
+    assert ck["task"]["context_mean"].item() == pytest.approx(frames.mean(), rel=1e-9)
+    assert ck["task"]["context_std"].item() == pytest.approx(frames.std(), rel=1e-9)
+    key = next(k for k in ck["model"] if k.endswith("stat_mean") and ck["model"][k].numel() == 1)
+    assert ck["model"][key].item() == pytest.approx(frames.mean(), rel=1e-6)

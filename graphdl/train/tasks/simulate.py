@@ -233,7 +233,7 @@ class Simulate(Task):
             raise DataError("the training trajectories do not move (velocity or acceleration std 0) and noise_std is 0; "
                             "nothing to normalise by")
         if self.p.context is not None:
-            ctx = torch.cat([g[self.p.context][0].double() for g in graphs])  # examples: (1, k) each
+            ctx = torch.stack([g[self.p.context][0].double() for g in graphs])  # examples: (1, k) each -> (n, k)
             self.context_mean.copy_(ctx.mean(0))
             self.context_std.copy_(ctx.std(0, unbiased=False).clamp_min(1e-8))
 
