@@ -200,3 +200,15 @@ def test_step_context_reaches_the_model_standardised(tmp_path):
     assert ck["task"]["context_std"].item() == pytest.approx(frames.std(), rel=1e-9)
     key = next(k for k in ck["model"] if k.endswith("stat_mean") and ck["model"][k].numel() == 1)
     assert ck["model"][key].item() == pytest.approx(frames.mean(), rel=1e-6)
+
+
+def test_trajectories_of_different_lengths_are_cut_for_batched_evaluation(tmp_path):
+    exp = prepare(_spec(tmp_path))
+    ds = exp.data.load()
+    task = make_task(exp, ds)
+    short = ds.graphs[2].replace(node__position=ds.graphs[2]["node.position"][:, :10])
+    graphs = [ds.graphs[0], ds.graphs[1], short]
+    ev = task.examples(graphs, [0, 2], training=False)
+    assert [g["node.position"].size(1) for g in ev] == [10, 10]
+    assert torch.equal(ev[0]["node.position"], ds.graphs[0]["node.position"][:, :10])
+    assert collate(ev).num_graphs == 2

@@ -185,10 +185,19 @@ class Simulate(Task):
     def examples(self, graphs, index, training):
         """Training: every window of ``C + 2`` frames of every trajectory (``node.window``); evaluation:
         the trajectories themselves (rolled out by :meth:`evaluate`)."""
-        if not training:
-            return [graphs[i] for i in index]
-        c1 = self._need_frames()
         p = self.p
+        if not training:
+            # collated for evaluation: trajectories of a split are cut to its shortest one
+            # (`graphdl rollout` rolls each out to its own end)
+            out = [graphs[i] for i in index]
+            lengths = {g[p.position].size(1) for g in out} if out else set()
+            if len(lengths) > 1:
+                t = min(lengths)
+                out = [g.replace(**{p.position.replace(".", "__"): g[p.position][:, :t]},
+                                 **({p.context.replace(".", "__"): g[p.context][:, :t]} if p.context else {}))
+                       for g in out]
+            return out
+        c1 = self._need_frames()
         out = []
         self._train_traj = []
         for i in index:
