@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from graphdl.data.particles import DeepMindTFRecord, GnsNpz, LagrangeBenchH5, ReaderParams, trajectory_statistics
+from graphdl.data.particles import (
+    DeepMindTFRecord,
+    GnsNpz,
+    LagrangeBenchH5,
+    ReaderParams,
+    trajectory_statistics,
+)
 from graphdl.errors import DataError
 from graphdl.types import Categorical, Trajectory
 

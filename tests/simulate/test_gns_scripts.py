@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "train"))
-from test_simulate_task import _spec
+from test_simulate_task import _spec  # noqa: E402
 
 sys.path.pop(0)
 
