@@ -172,7 +172,11 @@ def _kdtree_radius(p: Tensor, batch: Tensor, cutoff: float, max_neighbors: int |
     src, dst = torch.cat([i, j]), torch.cat([j, i])
     d2 = (p[src] - p[dst]).pow(2).sum(-1)
     keep = d2 < cutoff * cutoff
-    return _cap_nearest(src[keep], dst[keep], d2[keep], n, max_neighbors)
+    if max_neighbors is not None:
+        return _cap_nearest(src[keep], dst[keep], d2[keep], n, max_neighbors)
+    src, dst = src[keep].numpy(), dst[keep].numpy()
+    order = np.argsort(dst * max(n, 1) + src)  # keys are distinct: any sort is (dst, src) order
+    return torch.from_numpy(np.stack([src[order], dst[order]]))
 
 
 def knn_graph(pos: Tensor, batch: Tensor | None, k: int) -> Tensor:
