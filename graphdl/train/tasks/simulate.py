@@ -77,7 +77,9 @@ class SimulateParams(TaskParams):
     """Particle types moved by the data (default: the dataset's ``kinematic_types``, DeepMind's [3])."""
     val_rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     test_rollout: RolloutSpec = Field(default_factory=lambda: RolloutSpec(steps=None, starts=1,
-                                                                          one_step_windows=None))
+                                                                          one_step_windows=64))
+    """The run's final test evaluation: full rollouts; the one-step MSE on 64 windows per
+    trajectory (``graphdl rollout`` uses every window)."""
     monitor: Literal["mse20", "mse5", "mse_full", "one_step_mse", "loss"] = "mse20"
     metrics: list[Literal[METRICS]] = Field(default_factory=lambda: ["one_step_mse", "mse5", "mse20", "mse_full"])  # type: ignore[valid-type]
 
