@@ -25,9 +25,19 @@ from graphdl.types import VECTOR, Categorical, FieldTable, Frame, Irreps, Scalar
 
 __version__ = "0.1.0"
 
+
+def load(path, *, device="cpu", trust=None):
+    """A trained run (directory or checkpoint) as a :class:`~graphdl.train.trained.TrainedModel`:
+    ``graphdl.load("runs/fs").predict(["CCO"])`` gives predictions in the targets' units."""
+    from graphdl.train.trained import load as _load
+
+    return _load(path, device=device, trust=trust)
+
+
 __all__ = [
     "Batch", "Block", "BlockParams", "BuildContext", "Categorical", "CheckpointError", "DataError", "FieldTable",
     "Frame", "Graph", "GraphDLError", "GraphModel", "InferenceError", "Irreps", "KernelUnavailableError",
-    "Scalar", "Signature", "SpecError", "Trajectory", "VECTOR", "collate", "compile_spec", "load_spec", "parse_spec",
+    "Scalar", "Signature", "SpecError", "Trajectory", "VECTOR", "collate", "compile_spec", "load", "load_spec",
+    "parse_spec",
     "parse_type", "plan_spec", "register_block", "trusted_imports",
 ]

@@ -238,6 +238,9 @@ class GraphModel(nn.Module):
         self._residual = [s.entry.residual for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
+        self.trace: list | None = None
+        """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
+        it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""
         self.check_finite = False
         """Debug mode (one host sync per block): raise :class:`NonFiniteError` naming the first
         block whose output is NaN or inf. The runner turns it on only to search a failed step."""
@@ -383,6 +386,8 @@ class GraphModel(nn.Module):
             if self.check_finite:
                 s = self.plan.steps[i]
                 self._raise_nonfinite(f"{s.where} ({s.label})", writes)
+            if self.trace is not None:
+                self.trace.append((i, dict(writes)))
             f.update(writes)
         return {k: f[k] for k in self._outputs if k in f}
 
@@ -446,7 +451,8 @@ class GraphModel(nn.Module):
             writes = ", ".join(f"{k}:{v}" for k, v in s.sig.writes.items())
             extra = getattr(block, "describe_extra", lambda: "")()
             note = "; ".join(x for x in (note, "residual" if s.entry.residual else "", extra) if x)
-            rows.append((str(i), s.where, s.label, f"{reads} -> {writes}", f"{n:,}", note))
+            block_name = s.cls.name + (f" ({s.entry.label})" if s.entry.label else "")
+            rows.append((str(i), s.where, block_name, f"{reads} -> {writes}", f"{n:,}", note))
         head = ("#", "layer", "block", "fields (reads -> writes)", "params", "notes")
         widths = [max(len(r[c]) for r in rows + [head]) for c in range(6)]
         def fmt(r):

@@ -252,6 +252,10 @@ class MPMWater(DatasetType):
     Params = WaterParams
 
     @classmethod
+    def fields(cls, params: WaterParams):
+        return {"node.position": Trajectory(params.frames, 2), "node.particle_type": Categorical(NUM_PARTICLE_TYPES)}
+
+    @classmethod
     def load(cls, params: WaterParams, *, cache_dir=None, base_dir=None) -> Dataset:
         from graphdl.data.mpm import effective_bounds
 
@@ -300,6 +304,10 @@ class NBodyTrajectories(DatasetType):
     connectivity radius is large by default, so the radius graph is the complete graph."""
 
     Params = NBodyTrajParams
+
+    @classmethod
+    def fields(cls, params: NBodyTrajParams):
+        return {"node.position": Trajectory(params.frames, 3), "node.particle_type": Categorical(2)}
 
     @classmethod
     def load(cls, params: NBodyTrajParams, *, cache_dir=None, base_dir=None) -> Dataset:

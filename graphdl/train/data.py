@@ -17,7 +17,7 @@ from graphdl.spec.loader import load_spec
 from graphdl.spec.model import validate_model
 from graphdl.train.sections import dataset_parts, load_dataset_types
 
-PATH_KEYS = ("path",)
+PATH_KEYS = ("path", "nodes", "edges", "graphs")
 """Dataset parameters holding file paths (made absolute in the resolved spec)."""
 
 
@@ -81,10 +81,13 @@ def limit_dataset(ds: Dataset, n: int) -> Dataset:
     return Dataset(ds.graphs[:n], ds.fields, ds.targets, splits, meta)
 
 
-def check_inputs(inputs: dict, ds: Dataset, doc, name: str, fields: dict | None = None) -> None:
-    """Every declared input field exists in the dataset (or in ``fields``, what the task feeds the
-    model, see ``Task.model_inputs``) with the same type."""
-    fields = dict(ds.fields) if fields is None else dict(fields)
+def check_inputs(inputs: dict, fields: dict, doc, name: str) -> None:
+    """Every declared input field exists among ``fields`` with the same type: the dataset's fields,
+    or what the task feeds the model (``Task.model_inputs``, e.g. ``simulate``'s position history).
+
+    Raises:
+        SpecError: at the input's line in the spec, naming what the dataset makes instead.
+    """
     for k, t in inputs.items():
         if k not in fields:
             have = ", ".join(f"`{f}`: {v}" for f, v in fields.items())

@@ -158,6 +158,8 @@ def test_errors_are_one_line(tmp_path, capsys):
     bad.write_text(text)
     with pytest.raises(SpecError, match=r"declare it under `inputs:` as `node.history: trajectory\(6, 2\)`"):
         run(str(bad), out=str(tmp_path / "r"))
+    assert cli(["check", str(bad)]) == 2  # `graphdl check` sees it too, without generating data
+    assert "node.history: trajectory(6, 2)" in capsys.readouterr().err
     assert cli(["rollout", spec, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
 
