@@ -19,7 +19,7 @@ from graphdl.errors import DataError, InferenceError, KernelUnavailableError, No
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
-from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
+from graphdl.types import VECTOR, Categorical, FieldTable, FieldType, Irreps, Scalar, split_key
 
 
 @dataclass
@@ -290,6 +290,9 @@ class GraphModel(nn.Module):
             if shape != want and not (len(want) == 1 and shape == () and want == (1,)):
                 raise DataError(f"input field `{k}` has trailing shape {shape}, the spec declares {t} "
                                 f"(shape {want}); fix `inputs:` or the featurizer")
+            if isinstance(t, Categorical):
+                _check_categorical(k, t, v)
+                continue
             if not v.is_floating_point():
                 raise DataError(f"input field `{k}` holds {str(v.dtype).removeprefix('torch.')} values, but `{k}: {t}` "
                                 f"is a real-valued feature; convert it with `.float()` (or declare it as the model's "
@@ -298,6 +301,39 @@ class GraphModel(nn.Module):
                 have, need = str(v.dtype).removeprefix("torch."), str(dtype).removeprefix("torch.")
                 raise DataError(f"input field `{k}` is {have} but the model's parameters are {need}; convert the "
                                 f"batch with `batch.to(torch.{need})`, or the model with `model.to(torch.{have})`")
+
+    def statistics_needed(self) -> dict[str, int]:
+        """Data statistics the blocks standardise with (name -> channels; see :mod:`graphdl.nn.base`)."""
+        out: dict[str, int] = {}
+        for b in self.blocks:
+            for k, n in b.statistics_needed().items():
+                if out.setdefault(k, n) != n:
+                    raise InferenceError(f"blocks disagree on the width of data statistic `{k}` ({out[k]} vs {n})")
+        return out
+
+    def set_statistics(self, stats: dict) -> None:
+        """Give every block the data statistics it needs: ``{name: (mean, std)}`` with tensors
+        (or sequences) of shape ``(channels,)``; they are copied into the blocks' buffers.
+
+        Raises:
+            DataError: a statistic a block needs is missing, has another width, or a std is
+                not positive and finite.
+        """
+        need = self.statistics_needed()
+        for name, width in need.items():
+            if name not in stats:
+                raise DataError(f"the model standardises with data statistic `{name}` ({width} channels) but none "
+                                f"was given (given: {', '.join(sorted(stats)) or 'none'})")
+            mean, std = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in stats[name])
+            if mean.numel() != width or std.numel() != width:
+                raise DataError(f"data statistic `{name}` needs {width} channels, found mean {mean.numel()} and "
+                                f"std {std.numel()}")
+            if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+                raise DataError(f"data statistic `{name}` must have a finite mean and a positive finite std, found "
+                                f"mean {mean.tolist()}, std {std.tolist()}")
+            for b in self.blocks:
+                if name in b.statistics_needed():
+                    b.set_statistics(name, mean, std)
 
     def prepare(self, g: Graph) -> Graph:
         """Make the spec's message-passing graph for ``g``.
@@ -423,7 +459,9 @@ class GraphModel(nn.Module):
             return "  ".join(x.ljust(w) if c != 4 else x.rjust(w) for c, (x, w) in enumerate(zip(r, widths))).rstrip()
         spec = plan.spec
         gs = spec.graph
-        graph = gs.kind + (f"(cutoff={gs.cutoff}, max_neighbors={gs.max_neighbors})" if gs.kind == "radius" else "") \
+        cap = (f"at most {gs.max_neighbors} nearest neighbours per node" if gs.max_neighbors is not None
+               else "no neighbour cap")
+        graph = gs.kind + (f"(cutoff={gs.cutoff}, {cap})" if gs.kind == "radius" else "") \
             + (f"(k={gs.k})" if gs.kind == "knn" else "") + (" + self-loops" if gs.self_loops else "")
         lines = [f"model `{spec.name or '?'}` from {spec.file}    graph: {graph}",
                  "inputs:  " + ", ".join(f"{k}: {v}" for k, v in plan.inputs.items()),
@@ -440,6 +478,19 @@ class GraphModel(nn.Module):
 
 def build(plan: Plan) -> GraphModel:
     return GraphModel(plan)
+
+
+def _check_categorical(key: str, t: Categorical, v: Tensor) -> None:
+    """Integer class indices in ``0..num_classes-1`` (the range only on CPU, where it costs no sync)."""
+    if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+        raise DataError(f"input field `{key}` holds {str(v.dtype).removeprefix('torch.')} values, but `{key}: {t}` "
+                        f"is a class index per row; give integer labels (e.g. `.long()` of whole numbers)")
+    if v.device.type == "cpu" and v.numel():
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= t.num_classes:
+            bad = lo if lo < 0 else hi
+            raise DataError(f"input field `{key}` holds class {bad}, outside 0..{t.num_classes - 1} of `{key}: {t}`; "
+                            f"declare `categorical({max(hi + 1, t.num_classes)})` or fix the labels")
 
 
 def _as_declared(v: Tensor, t: FieldType) -> Tensor:

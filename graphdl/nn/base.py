@@ -13,6 +13,12 @@ A block is an ``nn.Module`` registered under the name a spec's ``type:`` uses. I
 Capabilities are class-level declarations (``equivariant``, ``needs_positions``,
 ``uses_edge_features``), never discovered by reading argument names.
 
+Data statistics: a block that standardises with statistics of the training data (the
+velocity mean and std of a learned simulator) names them in :meth:`Block.statistics_needed`
+and keeps them as buffers (so they travel with the weights in a checkpoint); whoever trains
+the model fills them through :meth:`graphdl.compile.GraphModel.set_statistics` (the task
+that owns the data, e.g. ``simulate``). They start as mean 0, std 1.
+
 Example::
 
     @register_block("scale")
@@ -95,6 +101,14 @@ class Block(nn.Module):
         raise NotImplementedError
 
     def forward(self, g, f: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def statistics_needed(self) -> dict[str, int]:
+        """Data statistics this block standardises with: name -> channels (default: none)."""
+        return {}
+
+    def set_statistics(self, name: str, mean: Tensor, std: Tensor) -> None:  # pragma: no cover
+        """Store the statistic ``name`` (``mean``, ``std`` of shape ``(channels,)``)."""
         raise NotImplementedError
 
     @classmethod

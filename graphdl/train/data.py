@@ -89,7 +89,8 @@ def limit_dataset(ds: Dataset, n: int) -> Dataset:
 
 
 def check_inputs(inputs: dict, fields: dict, doc, name: str) -> None:
-    """Every declared input field exists among the dataset's ``fields`` with the same type.
+    """Every declared input field exists among ``fields`` with the same type: the dataset's fields,
+    or what the task feeds the model (``Task.model_inputs``, e.g. ``simulate``'s position history).
 
     Raises:
         SpecError: at the input's line in the spec, naming what the dataset makes instead.

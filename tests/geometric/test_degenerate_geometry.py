@@ -118,6 +118,7 @@ CASES = {
     "irreps_concat": [{"inputs": ["node.h", "node.pos", "node.vel"], "output": "node.g"}],
     "irreps_select": [{"input": "node.f", "select": "1o", "output": "node.sel"}],
     "vector_out": [{"input": "node.f", "output": "node.vo", "add": "node.pos"}],
+    "edge_displacement": [{"input": "node.pos", "output": "edge.disp", "scale": 0.5}],
     "vector_norm": [{"input": "node.vel", "output": "node.speed"}],
     "vector_dot": [{"inputs": ["node.vel", "node.pos"], "output": "node.vp"}],
 }
