@@ -1,0 +1,505 @@
+"""AlphaFold2's structure-module blocks: invariant point attention, frames, backbone updates, relative positions.
+
+Source: Jumper et al. 2021, "Highly accurate protein structure prediction with AlphaFold",
+supplementary information (https://doi.org/10.1038/s41586-021-03819-2), Algorithms 20–23;
+relative position encoding from its section 1.6 (``relpos``).
+
+Blocks:
+
+* ``ipa`` (:class:`InvariantPointAttention`, Algorithm 22);
+* ``frames_from_backbone`` (Algorithm 21): frames from N, CA, C coordinates;
+* ``backbone_update`` (Algorithm 23): a zero-initialised linear map to a quaternion update and
+  a translation, composed onto each frame;
+* ``frame_stop_gradient``: ``stop_gradient`` on the rotations (AF2 does this between
+  structure-module iterations, Algorithm 20 line 20);
+* ``relative_position``: AF2's relative position encoding as an edge field (the pair
+  representation ``z_ij`` of a ``complete`` graph with self-loops).
+
+Frames (``frame`` fields, :class:`graphdl.types.Frame`) rotate and translate with the
+structure. Only blocks that declare ``frame_equivariant = True`` (these) may read or write
+them; the compiler refuses any other block on a frame field, as it refuses a plain MLP on a
+``1o`` vector.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveInt, field_validator
+from torch import Tensor, nn
+
+from graphdl.errors import InferenceError
+from graphdl.nn.attention import dense_index
+from graphdl.nn.base import Block, BlockParams, Signature, register_block
+from graphdl.nn.basic import _check_key
+from graphdl.ops.frames import compose, frame_parts, frames_from_backbone, make_frame, quaternion_to_rotation
+from graphdl.ops.segment import segment_softmax, segment_sum
+from graphdl.ops.spmm import sddmm, spmm
+from graphdl.types import FRAME, Frame, Irreps, Scalar, split_key
+
+# --------------------------------------------------------------------- per-dtype constants
+# The attention core (points, squared distances, logits, softmax, weighted sums) runs in
+# float64 for a float64 model and in float32 otherwise, also under autocast and in a bf16/fp16
+# model: AF2 implementations went NaN in fp16 exactly there (squared distances of Å-scale
+# points overflow and cancel). The constants are chosen for that compute dtype:
+#   mask value  — added as −value to the logit of a padded or absent key. Finite, so a row
+#                 with no valid key (a padded query row) gives a uniform, finite softmax whose
+#                 gradient is 0, never 0·NaN; 1e5 as AF2 (exp(−1e5·w_L) is exactly 0 in
+#                 float32/64); 1e4 in float16 as AF2's fp16 setting (1e5 overflows fp16).
+#   norm ε      — √(‖o‖² + ε) of the value points' norms: 1e-8 as AF2 (√ε = 1e-4 Å floor);
+#                 1e-4 in float16, where 1e-8 underflows to 0 (and √0 has an infinite gradient).
+_MASK_VALUE = {torch.float16: 1e4}
+_NORM_EPS = {torch.float16: 1e-4}
+MASK_VALUE_DEFAULT = 1e5
+NORM_EPS_DEFAULT = 1e-8
+
+
+def ipa_constants(dtype: torch.dtype) -> tuple[float, float]:
+    """``(mask value, norm ε)`` of the IPA attention core computed in ``dtype`` (see above)."""
+    return _MASK_VALUE.get(dtype, MASK_VALUE_DEFAULT), _NORM_EPS.get(dtype, NORM_EPS_DEFAULT)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The attention core's dtype for inputs of ``dtype``: float64 stays, anything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _keys(*names):
+    def check(cls, v):
+        return None if v is None else _check_key(v)
+
+    return field_validator(*names)(classmethod(check))
+
+
+def _need_frame(fields, key: str, block: str) -> None:
+    t = fields.need(key, block)
+    if not isinstance(t, Frame):
+        raise InferenceError(f"{block} needs `{key}` to be a rigid frame field (type `frame`, one rotation and "
+                             f"translation per residue), found {t}; declare `{key}: frame` under `inputs:` or make "
+                             f"it with `frames_from_backbone`")
+    if split_key(key)[0] != "node":
+        raise InferenceError(f"{block}: frames live on nodes; `{key}` is not a node field")
+
+
+def _node(key: str, block: str, what: str) -> None:
+    if split_key(key)[0] != "node":
+        raise InferenceError(f"{block} {what} `{key}` must be a node field (e.g. `node.{key.split('.')[-1]}`)")
+
+
+def _graph_centres(trans: Tensor, g) -> Tensor:
+    """Per-node centre of its graph's translations, ``(N, 3)`` (segment mean; no host sync)."""
+    ptr = g.ptr
+    total = segment_sum(trans, g.batch, g.num_graphs, ptr)
+    count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(trans.dtype).unsqueeze(-1)
+    return (total / count).index_select(0, g.batch)
+
+
+# ------------------------------------------------------------------------------------ IPA
+@register_block("ipa")
+class InvariantPointAttention(Block):
+    r"""Invariant point attention (AF2 supplement Algorithm 22).
+
+    Per head ``h``: scalar queries, keys, values ``q, k, v`` (``scalar_qk``/``scalar_v``
+    channels) and query/key/value points ``q_p, k_p`` (``points_qk`` each) and ``v_p``
+    (``points_v``), made from ``s_i`` in residue ``i``'s local frame and mapped to the global
+    frame by ``T_i`` (``x ↦ R_i x + t_i``). With ``γ_h = softplus(θ_h)`` (``θ`` initialised to
+    softplus⁻¹(1)), ``w_L = √(1/3)`` (``√(1/2)`` without a pair input) and ``w_C = √(2/(9 P_qk))``,
+
+    ``a_ij = softmax_j w_L (q_i·k_j/√c + b_ij − γ_h w_C/2 Σ_p ‖T_i q_ip − T_j k_jp‖²)``,
+
+    ``b_ij`` a linear map of the pair representation ``z_ij``. Outputs, per head: ``Σ_j a_ij v_j``;
+    the value points ``T_i⁻¹ Σ_j a_ij T_j v_jp`` back in the local frame, their coordinates and
+    norms ``√(‖·‖² + ε)``; and ``Σ_j a_ij z_ij``; concatenated and projected to ``out_dim``
+    by a zero-initialised linear map (so a residual structure module starts as the identity).
+
+    Layouts follow AF2 (and OpenFold), so their weights copy one to one: point projections are
+    laid out ``(xyz, head, point)``; the concatenation is ``[scalar (head, c), point x
+    (head, point), point y, point z, norms (head, point), pair (head, c_z)]``.
+
+    The point term is ``‖q‖² + ‖k‖² − 2 q·k``, folded with the scalar term into one product
+    of augmented per-node vectors (``[q/√c, 2γ' q_p, −γ'‖q_p‖², 1]·[k, k_p, 1, −γ'‖k_p‖²]``,
+    ``γ' = γ_h w_C/2``), so no ``(N, N, H, P, 3)`` tensor exists. Global points are taken
+    relative to the centre of each chain's translations (translation-invariant, exactly), which
+    keeps the expansion's cancellation to the chain's size instead of its distance from the
+    origin.
+
+    Lowerings: on a ``complete`` graph (``graph.kind: complete``, AF2 with ``self_loops: true``)
+    the attention runs densely over per-graph blocks padded to the largest graph (one host sync
+    per batch, cached; none when the dataset declares a fixed size); when every graph of the
+    batch has that size and the graph has self-loops, the pair field is already the
+    ``(B, M, M, c_z)`` block (edges are sorted by destination, then source) and is used without
+    a copy. Elsewhere (radius / kNN graphs of residues) it runs per edge: logits by a sampled
+    dense-dense product, a segment softmax over destination-sorted edges, values by a CSR
+    product. Both agree to float64 round-off on complete graphs (``lowering: sparse|dense``
+    forces one).
+
+    Precision: the attention core runs in float32 for float32/bfloat16/float16 inputs and
+    under autocast (float64 stays float64); only the projections follow autocast. Mask value
+    and norm ε per compute dtype: see :func:`ipa_constants`.
+
+    Args (spec keys):
+        input / output: single representation read / written (``node.s``; output defaults to input).
+        frame: frame field (``node.frame``). pair: pair representation edge field (``edge.z``),
+            or ``null`` for none.
+        heads (12), scalar_qk (16), scalar_v (16), points_qk (4), points_v (8): AF2's settings.
+        out_dim: output channels (default: input channels).
+        bias: biases on the q/k/v and point projections (true, as AF2; false as the
+            ``invariant-point-attention`` package).
+        eps: norm ε (default per dtype). lowering: ``auto`` | ``dense`` | ``sparse``.
+
+    Shapes: ``input (N, c_s)``, ``frame (N, 4, 3)``, ``pair (E, c_z)`` → ``output (N, out_dim)``.
+    """
+
+    family = "ipa"
+    equivariant = True
+    frame_equivariant = True
+    uses_edge_features = True
+
+    class Params(BlockParams):
+        input: str = "node.s"
+        output: str | None = None
+        frame: str = "node.frame"
+        pair: str | None = "edge.z"
+        heads: PositiveInt = 12
+        scalar_qk: PositiveInt = 16
+        scalar_v: PositiveInt = 16
+        points_qk: PositiveInt = 4
+        points_v: PositiveInt = 8
+        out_dim: PositiveInt | None = None
+        bias: bool = True
+        eps: float | None = Field(None, gt=0)
+        lowering: Literal["auto", "dense", "sparse"] = "auto"
+
+        _k = _keys("input", "output", "frame", "pair")
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        _node(p.input, cls.name, "`input`")
+        d = fields.need_scalar(p.input, cls.name)
+        _need_frame(fields, p.frame, cls.name)
+        reads = {p.input: fields[p.input], p.frame: FRAME}
+        dz = 0
+        if p.pair is not None:
+            if split_key(p.pair)[0] != "edge":
+                raise InferenceError(f"{cls.name} `pair` `{p.pair}` must be an edge field (the pair representation "
+                                     f"z_ij lives on the edges j -> i, e.g. `edge.z`)")
+            dz = fields.need_scalar(p.pair, cls.name)
+            reads[p.pair] = fields[p.pair]
+        if p.lowering == "dense" and ctx.graph_kind != "complete":
+            raise InferenceError(f"{cls.name} `lowering: dense` attends over all residue pairs of each graph, which "
+                                 f"is the message-passing graph only with `graph.kind: complete` (found "
+                                 f"`{ctx.graph_kind}`); use `lowering: auto` or `sparse`")
+        dense = p.lowering == "dense" or (p.lowering == "auto" and ctx.graph_kind == "complete")
+        out = p.out_dim or d
+        return Signature(reads, {p.output or p.input: Scalar(out)}, {"d": d, "dz": dz, "out": out, "dense": dense})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        d, dz, out = sig.info["d"], sig.info["dz"], sig.info["out"]
+        H, C, Cv, P, Pv = p.heads, p.scalar_qk, p.scalar_v, p.points_qk, p.points_v
+        self.dense = bool(sig.info["dense"])
+        self.linear_q = nn.Linear(d, H * C, bias=p.bias)
+        self.linear_k = nn.Linear(d, H * C, bias=p.bias)
+        self.linear_v = nn.Linear(d, H * Cv, bias=p.bias)
+        self.linear_q_points = nn.Linear(d, 3 * H * P, bias=p.bias)
+        self.linear_k_points = nn.Linear(d, 3 * H * P, bias=p.bias)
+        self.linear_v_points = nn.Linear(d, 3 * H * Pv, bias=p.bias)
+        self.linear_b = nn.Linear(dz, H) if dz else None
+        # softplus(θ) = 1 at θ = log(e − 1) = 0.5413 (AF2)
+        self.head_weights = nn.Parameter(torch.full((H,), math.log(math.e - 1.0)))
+        self.linear_out = nn.Linear(H * (Cv + 4 * Pv + dz), out)
+        nn.init.zeros_(self.linear_out.weight)
+        nn.init.zeros_(self.linear_out.bias)
+        self.w_l = math.sqrt(1.0 / 3.0) if dz else math.sqrt(1.0 / 2.0)
+        self.w_c = math.sqrt(2.0 / (9.0 * P))
+
+    # -------------------------------------------------------------------------- forward
+    def forward(self, g, f):
+        p = self.p
+        s = f[p.input]
+        n = s.size(0)
+        H, C, Cv, P, Pv = p.heads, p.scalar_qk, p.scalar_v, p.points_qk, p.points_v
+        q, k, v = self.linear_q(s), self.linear_k(s), self.linear_v(s)
+        qp, kp, vp = self.linear_q_points(s), self.linear_k_points(s), self.linear_v_points(s)
+        z = f[p.pair] if p.pair is not None else None
+        b = self.linear_b(z) if z is not None else None
+        dt = compute_dtype(q.dtype)
+        mask_value, eps = ipa_constants(dt)
+        if p.eps is not None:
+            eps = p.eps
+        with torch.autocast(s.device.type, enabled=False):
+            rot, trans = frame_parts(f[p.frame].to(dt))
+            trans = trans - _graph_centres(trans, g)
+
+            def to_global(x: Tensor, pts: int) -> Tensor:  # (N, 3·H·pts) in (xyz, h, p) → (N, H, pts, 3)
+                x = x.to(dt).view(n, 3, H, pts).permute(0, 2, 3, 1)
+                return torch.einsum("nab,nhpb->nhpa", rot, x) + trans.view(n, 1, 1, 3)
+
+            qg, kg, vg = to_global(qp, P), to_global(kp, P), to_global(vp, Pv)
+            gamma = F.softplus(self.head_weights.to(dt)) * (self.w_c / 2)  # γ_h w_C / 2, (H,)
+            ones = qg.new_ones(n, H, 1)
+            qn = (qg * qg).sum((-1, -2)).unsqueeze(-1)  # ‖q_p‖² summed over points, (N, H, 1)
+            kn = (kg * kg).sum((-1, -2)).unsqueeze(-1)
+            gam = gamma.view(1, H, 1)
+            qa = torch.cat([q.to(dt).view(n, H, C) / math.sqrt(C), 2 * gam * qg.reshape(n, H, 3 * P),
+                            -gam * qn, ones], -1)
+            ka = torch.cat([k.to(dt).view(n, H, C), kg.reshape(n, H, 3 * P), ones, -gam * kn], -1)
+            vals = torch.cat([v.to(dt).view(n, H, Cv), vg.reshape(n, H, 3 * Pv)], -1)
+            bias = b.to(dt) if b is not None else None
+            zz = z.to(dt) if z is not None else None
+            if self.dense:
+                o, o_pair = self._dense(g, qa, ka, vals, bias, zz, mask_value)
+            else:
+                o, o_pair = self._sparse(g, qa, ka, vals, bias, zz)
+            o_s = o[..., :Cv].reshape(n, H * Cv)
+            og = o[..., Cv:].reshape(n, H, Pv, 3)
+            local = torch.einsum("nba,nhpb->nhpa", rot, og - trans.view(n, 1, 1, 3))  # R_iᵀ (o − t_i)
+            norm = torch.sqrt((local * local).sum(-1) + eps)  # (N, H, Pv)
+            parts = [o_s, local.permute(0, 3, 1, 2).reshape(n, 3 * H * Pv), norm.reshape(n, H * Pv)]
+            if o_pair is not None:
+                parts.append(o_pair.reshape(n, -1))
+            feats = torch.cat(parts, -1)
+        return {p.output or p.input: self.linear_out(feats.to(s.dtype))}
+
+    def _dense(self, g, qa, ka, vals, bias, z, mask_value):
+        """Dense attention over padded ``(B, H, M, M)`` blocks; returns ``(N, H, Dv)`` and ``(N, H, c_z)``."""
+        idx, counts, m = dense_index(g, self.ctx.num_nodes_hint)
+        bsz = g.num_graphs
+        n, H = qa.shape[:2]
+
+        def pad(t):  # (N, H, D) -> (B, H, M, D)
+            out = t.new_zeros((bsz * m,) + tuple(t.shape[1:])).index_copy(0, idx, t)
+            return out.view(bsz, m, H, -1).transpose(1, 2)
+
+        exact = g.num_edges == bsz * m * m and self.ctx.self_loops and n == bsz * m
+        logits = pad(qa) @ pad(ka).transpose(-1, -2)  # (B, H, M, M)
+        zd = None
+        if exact:
+            # every graph has M nodes and all M² edges, sorted by (dst, src): the edge order is the block order
+            if bias is not None:
+                logits = logits + bias.view(bsz, m, m, H).permute(0, 3, 1, 2)
+            if z is not None:
+                zd = z.view(bsz, m, m, -1)
+            logits = logits * self.w_l
+        else:
+            src, dst = g.src, g.dst
+            epos = idx.index_select(0, dst) * m + (idx.index_select(0, src) % m)
+            present = torch.zeros(bsz * m * m, dtype=torch.bool, device=qa.device).index_fill_(0, epos, True)
+            if bias is not None:
+                bd = bias.new_zeros(bsz * m * m, H).index_copy(0, epos, bias)
+                logits = logits + bd.view(bsz, m, m, H).permute(0, 3, 1, 2)
+            if z is not None:
+                zd = z.new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, z).view(bsz, m, m, -1)
+            logits = (logits * self.w_l).masked_fill(~present.view(bsz, 1, m, m), -mask_value)
+        attn = torch.softmax(logits, -1)
+        o = (attn @ pad(vals)).transpose(1, 2).reshape(bsz * m, H, -1).index_select(0, idx)
+        o_pair = None
+        if zd is not None:
+            # Σ_j a_ij z_ij: one (H × M) @ (M × c_z) product per query row
+            o_pair = (attn.transpose(1, 2) @ zd).reshape(bsz * m, H, -1).index_select(0, idx)
+        return o, o_pair
+
+    def _sparse(self, g, qa, ka, vals, bias, z):
+        """Per-edge attention over ``g``'s edges (destination = query)."""
+        n, H = qa.shape[:2]
+        csr, csr_t = g.csr(), g.csr_t()
+        logits = sddmm(csr, qa, ka, csr_t)
+        if bias is not None:
+            logits = logits + bias
+        alpha = segment_softmax(logits * self.w_l, g.dst, n, csr.rowptr)
+        o = spmm(csr, vals, alpha, csr_t=csr_t)
+        o_pair = None
+        if z is not None:
+            # one head at a time keeps the temporaries at (E, c_z), never (E, H, c_z)
+            o_pair = torch.stack([segment_sum(alpha[:, h:h + 1] * z, g.dst, n, csr.rowptr) for h in range(H)], 1)
+        return o, o_pair
+
+    def describe_extra(self) -> str:
+        p = self.p
+        return (f"{p.heads} heads, qk {p.scalar_qk}+{p.points_qk}pt, v {p.scalar_v}+{p.points_v}pt, "
+                + ("dense" if self.dense else "sparse"))
+
+
+# ---------------------------------------------------------------------- frames and updates
+@register_block("frames_from_backbone")
+class FramesFromBackbone(Block):
+    """Backbone frames from N, CA, C coordinates (AF2 supplement Algorithm 21, Gram–Schmidt).
+
+    Reads one ``3x1o`` node field holding the N, CA and C positions of each residue (in that
+    order, ``(N, 9)``) and writes a ``frame``: x axis along CA→C, N in the +y half-plane of
+    the local xy plane, origin at CA (:func:`graphdl.ops.frames.frames_from_backbone`).
+    Equivariant under proper rotations and translations; a reflection of the atoms is not a
+    frame's symmetry (a frame stays right-handed), so ``verify`` reports reflections as such.
+
+    Shapes: ``input (N, 9)`` → ``output (N, 4, 3)``.
+    """
+
+    family = "ipa"
+    equivariant = True
+    frame_equivariant = True
+    needs_positions = True
+
+    class Params(BlockParams):
+        input: str = "node.pos_backbone"
+        output: str = "node.frame"
+        eps: float = Field(1e-8, gt=0)
+
+        _k = _keys("input", "output")
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        _node(p.input, cls.name, "`input`")
+        _node(p.output, cls.name, "`output`")
+        t = fields.need(p.input, cls.name)
+        if not (isinstance(t, Irreps) and t.terms == ((3, 1, -1),)):
+            raise InferenceError(f"{cls.name} needs `{p.input}` to hold the N, CA and C positions of each residue "
+                                 f"as type `3x1o` (9 numbers: N xyz, CA xyz, C xyz), found {t}")
+        return Signature({p.input: t}, {p.output: FRAME})
+
+    def forward(self, g, f):
+        x = f[self.p.input].view(-1, 3, 3)
+        return {self.p.output: frames_from_backbone(x[:, 0], x[:, 1], x[:, 2], eps=self.p.eps)}
+
+
+@register_block("backbone_update")
+class BackboneUpdate(Block):
+    """Backbone update (AF2 supplement Algorithm 23): ``T_i ← T_i ∘ (R(q_i), t_i)``.
+
+    A zero-initialised linear map of the single representation gives ``(b, c, d, t)``; the
+    quaternion ``(1, b, c, d)`` is normalised to a rotation ``R(q)`` and the update is composed
+    on the right (in the residue's local frame): ``R ← R R(q)``, ``t ← R t_upd + t``. At
+    initialisation the update is the identity. The composition runs in float32 (float64 for a
+    float64 model), as IPA's attention core.
+
+    Shapes: ``input (N, c_s)``, ``frame (N, 4, 3)`` → ``output (N, 4, 3)``.
+    """
+
+    family = "ipa"
+    equivariant = True
+    frame_equivariant = True
+
+    class Params(BlockParams):
+        input: str = "node.s"
+        frame: str = "node.frame"
+        output: str | None = None
+
+        _k = _keys("input", "frame", "output")
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        _node(p.input, cls.name, "`input`")
+        d = fields.need_scalar(p.input, cls.name)
+        _need_frame(fields, p.frame, cls.name)
+        out = p.output or p.frame
+        _node(out, cls.name, "`output`")
+        return Signature({p.input: fields[p.input], p.frame: FRAME}, {out: FRAME}, {"d": d})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        self.linear = nn.Linear(sig.info["d"], 6)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, g, f):
+        u = self.linear(f[self.p.input])
+        fr = f[self.p.frame]
+        dt = compute_dtype(fr.dtype)
+        with torch.autocast(fr.device.type, enabled=False):
+            u = u.to(dt)
+            q = torch.cat([torch.ones_like(u[:, :1]), u[:, :3]], -1)
+            upd = make_frame(quaternion_to_rotation(q), u[:, 3:])
+            out = compose(fr.to(dt), upd).to(fr.dtype)
+        return {self.p.output or self.p.frame: out}
+
+
+@register_block("frame_stop_gradient")
+class FrameStopGradient(Block):
+    """``stop_gradient`` on a frame's rotation (``part: rotation``, AF2) or on the whole frame (``all``).
+
+    AF2 detaches the rotations between structure-module iterations (supplement Algorithm 20,
+    line 20): the next iteration's attention and updates see the rotation as a constant, so
+    gradients reach it only through the FAPE of the iteration that produced it. Put this
+    block first in the repeated group (it then also detaches the input frames, which carry no
+    gradient in AF2) or right after ``backbone_update``.
+
+    Shapes: ``(N, 4, 3)`` → ``(N, 4, 3)``.
+    """
+
+    family = "ipa"
+    equivariant = True
+    frame_equivariant = True
+
+    class Params(BlockParams):
+        input: str = "node.frame"
+        output: str | None = None
+        part: Literal["rotation", "all"] = "rotation"
+
+        _k = _keys("input", "output")
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        _need_frame(fields, p.input, cls.name)
+        return Signature({p.input: FRAME}, {p.output or p.input: FRAME})
+
+    def forward(self, g, f):
+        fr = f[self.p.input]
+        if self.p.part == "all":
+            out = fr.detach()
+        else:
+            rot, trans = frame_parts(fr)
+            out = make_frame(rot.detach(), trans)
+        return {self.p.output or self.p.input: out}
+
+
+# ---------------------------------------------------------------------- relative positions
+@register_block("relative_position")
+class RelativePosition(Block):
+    """AF2's relative position encoding as an edge field (supplement section 1.6, Algorithm 4 ``relpos``).
+
+    For an edge ``j → i`` the offset ``r_i − r_j`` of residue indices is rounded, clipped to
+    ``[−max_offset, max_offset]`` (32 in AF2), one-hot encoded in ``2·max_offset + 1`` bins
+    and mapped linearly to ``out_dim`` channels (a lookup of the linear map's columns, equal to
+    the product with the one-hot vector). On a ``complete`` graph with self-loops this is the
+    initial pair representation ``z_ij``. Residue indices are a one-channel node field (the
+    author numbering, so chain breaks show up as jumps).
+
+    Shapes: ``input (N, 1)`` → ``output (E, out_dim)``.
+    """
+
+    family = "ipa"
+
+    class Params(BlockParams):
+        input: str = "node.residue_index"
+        output: str = "edge.z"
+        out_dim: PositiveInt = 128
+        max_offset: PositiveInt = 32
+
+        _k = _keys("input", "output")
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        _node(p.input, cls.name, "`input`")
+        d = fields.need_scalar(p.input, cls.name)
+        if d != 1:
+            raise InferenceError(f"{cls.name} reads one residue index per node; `{p.input}` has {d} channels")
+        if split_key(p.output)[0] != "edge":
+            raise InferenceError(f"{cls.name} writes the pair representation, an edge field; `{p.output}` is not "
+                                 f"(use e.g. `edge.z`)")
+        return Signature({p.input: fields[p.input]}, {p.output: Scalar(p.out_dim)})
+
+    def __init__(self, p, sig, ctx=None):
+        super().__init__(p, sig, ctx)
+        self.linear = nn.Linear(2 * p.max_offset + 1, p.out_dim)
+
+    def forward(self, g, f):
+        r = f[self.p.input].reshape(-1)
+        k = self.p.max_offset
+        off = (r.index_select(0, g.dst) - r.index_select(0, g.src)).round().clamp(-k, k).long() + k
+        return {self.p.output: self.linear.weight.t().index_select(0, off) + self.linear.bias}
+
+
+__all__ = ["BackboneUpdate", "FrameStopGradient", "FramesFromBackbone", "InvariantPointAttention",
+           "RelativePosition", "compute_dtype", "ipa_constants"]
