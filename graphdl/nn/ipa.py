@@ -251,12 +251,15 @@ class InvariantPointAttention(Block):
             bias = b.to(dt) if b is not None else None
             zz = z.to(dt) if z is not None else None
             if self.dense:
-                o, o_pair = self._dense(g, qa, ka, vals, bias, zz, mask_value)
+                o, o_pair, wsum = self._dense(g, qa, ka, vals, bias, zz, mask_value)
             else:
-                o, o_pair = self._sparse(g, qa, ka, vals, bias, zz)
+                o, o_pair, wsum = self._sparse(g, qa, ka, vals, bias, zz)
             o_s = o[..., :Cv].reshape(n, H * Cv)
             og = o[..., Cv:].reshape(n, H, Pv, 3)
-            local = torch.einsum("nba,nhpb->nhpa", rot, og - trans.view(n, 1, 1, 3))  # R_iᵀ (o − t_i)
+            # R_iᵀ (Σ_j a_ij T_j v_jp − (Σ_j a_ij) t_i): R_iᵀ (o − t_i) where the weights sum to 1, and 0 for
+            # a residue without neighbours (no weights), in every lowering and frame
+            origin = trans.view(n, 1, 1, 3) if wsum is None else wsum.view(n, H, 1, 1) * trans.view(n, 1, 1, 3)
+            local = torch.einsum("nba,nhpb->nhpa", rot, og - origin)
             norm = torch.sqrt((local * local).sum(-1) + eps)  # (N, H, Pv)
             parts = [o_s, local.permute(0, 3, 1, 2).reshape(n, 3 * H * Pv), norm.reshape(n, H * Pv)]
             if o_pair is not None:
@@ -265,7 +268,12 @@ class InvariantPointAttention(Block):
         return {p.output or p.input: self.linear_out(feats.to(s.dtype))}
 
     def _dense(self, g, qa, ka, vals, bias, z, mask_value):
-        """Dense attention over padded ``(B, H, M, M)`` blocks; returns ``(N, H, Dv)`` and ``(N, H, c_z)``."""
+        """Dense attention over padded ``(B, H, M, M)`` blocks.
+
+        Returns ``(N, H, Dv)`` values, ``(N, H, c_z)`` pair features (or None) and the sum of
+        each row's weights ``(N, H)`` (None when every row has neighbours: the sum is 1). A row
+        without any neighbour (an isolated residue; padding) gets weights 0, not a softmax of
+        mask values."""
         idx, counts, m = dense_index(g, self.ctx.num_nodes_hint)
         bsz = g.num_graphs
         n, H = qa.shape[:2]
@@ -277,6 +285,7 @@ class InvariantPointAttention(Block):
         exact = g.num_edges == bsz * m * m and self.ctx.self_loops and n == bsz * m
         logits = pad(qa) @ pad(ka).transpose(-1, -2)  # (B, H, M, M)
         zd = None
+        empty = None
         if exact:
             # every graph has M nodes and all M² edges, sorted by (dst, src): the edge order is the block order
             if bias is not None:
@@ -293,17 +302,23 @@ class InvariantPointAttention(Block):
                 logits = logits + bd.view(bsz, m, m, H).permute(0, 3, 1, 2)
             if z is not None:
                 zd = z.new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, z).view(bsz, m, m, -1)
-            logits = (logits * self.w_l).masked_fill(~present.view(bsz, 1, m, m), -mask_value)
+            present = present.view(bsz, 1, m, m)
+            logits = (logits * self.w_l).masked_fill(~present, -mask_value)
+            empty = ~present.any(-1, keepdim=True)  # (B, 1, M, 1)
         attn = torch.softmax(logits, -1)
+        wsum = None
+        if empty is not None:
+            attn = attn.masked_fill(empty, 0.0)
+            wsum = (~empty).to(attn.dtype).expand(bsz, H, m, 1).transpose(1, 2).reshape(bsz * m, H).index_select(0, idx)
         o = (attn @ pad(vals)).transpose(1, 2).reshape(bsz * m, H, -1).index_select(0, idx)
         o_pair = None
         if zd is not None:
             # Σ_j a_ij z_ij: one (H × M) @ (M × c_z) product per query row
             o_pair = (attn.transpose(1, 2) @ zd).reshape(bsz * m, H, -1).index_select(0, idx)
-        return o, o_pair
+        return o, o_pair, wsum
 
     def _sparse(self, g, qa, ka, vals, bias, z):
-        """Per-edge attention over ``g``'s edges (destination = query)."""
+        """Per-edge attention over ``g``'s edges (destination = query); returns as :meth:`_dense`."""
         n, H = qa.shape[:2]
         csr, csr_t = g.csr(), g.csr_t()
         logits = sddmm(csr, qa, ka, csr_t)
@@ -315,7 +330,9 @@ class InvariantPointAttention(Block):
         if z is not None:
             # one head at a time keeps the temporaries at (E, c_z), never (E, H, c_z)
             o_pair = torch.stack([segment_sum(alpha[:, h:h + 1] * z, g.dst, n, csr.rowptr) for h in range(H)], 1)
-        return o, o_pair
+        # 1 for a residue with neighbours (up to round-off), 0 without: from the degree, not the weights
+        wsum = (csr.degree() > 0).to(alpha.dtype).view(n, 1).expand(n, H)
+        return o, o_pair, wsum
 
     def describe_extra(self) -> str:
         p = self.p
