@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 from graphdl.errors import InferenceError
 from graphdl.nn.attention import dense_index
@@ -87,6 +89,101 @@ def _need_frame(fields, key: str, block: str) -> None:
 def _node(key: str, block: str, what: str) -> None:
     if split_key(key)[0] != "node":
         raise InferenceError(f"{block} {what} `{key}` must be a node field (e.g. `node.{key.split('.')[-1]}`)")
+
+
+class _PairGrad:
+    """The gradient of the pair field, shared by the two products that read it (see :class:`_PairBias`)."""
+
+    __slots__ = ("dz", "index", "need")
+
+    def __init__(self, need: bool, index: Tensor | None = None):
+        self.dz: Tensor | None = None
+        self.index = index  # rows of the dense (B·M·M, c_z) block holding the edges, or None: same order
+        self.need = need
+
+
+class _PairBias(Function):
+    """``b = z Wᵀ + β`` (the pair bias, ``(E, H)``), whose backward also delivers ``_PairOut``'s ∂z.
+
+    Both products read the ``(E, c_z)`` pair field, the largest tensor of IPA. With plain autograd
+    each backward makes its own ``(E, c_z)`` gradient and autograd adds them: two such buffers
+    live at once. Here ``_PairOut`` (which runs first in the backward pass: it consumes the
+    attention weights, which depend on this bias) leaves its ∂z in ``holder`` and this backward
+    adds ``∂b W`` into it in place, so ∂z is one buffer. Once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, holder):
+        ctx.save_for_backward(z, weight)
+        ctx.holder = holder
+        return torch.addmm(bias, z, weight.t())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        z, weight = ctx.saved_tensors
+        holder = ctx.holder
+        dz = None
+        if ctx.needs_input_grad[0]:
+            dz = holder.dz
+            holder.dz = None
+            if dz is not None and holder.index is not None:
+                dz = dz.index_select(0, holder.index)
+            dz = torch.mm(grad, weight) if dz is None else dz.addmm_(grad, weight)
+        dw = grad.t().mm(z) if ctx.needs_input_grad[1] else None
+        db = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return dz, dw, db, None
+
+
+class _Attend(Function):
+    """Softmax of one dense block and the attention-weighted sums of values and pair features.
+
+    ``a = softmax_j(logits)`` (``(B, H, M, M)``; rows flagged ``empty`` are set to 0),
+    ``o = a V`` (``vals (B, H, M, D)`` → ``(B, H, M, D)``) and ``o_pair_ih = Σ_j a_hij z_ij``
+    (``z (B, M, M, c_z)`` → ``(B, M, H, c_z)``, or None without a pair field; ``z`` is passed
+    detached and its gradient goes to ``holder`` for :class:`_PairBias`).
+
+    Why a function of its own: the backward writes ∂a from both products into one buffer and
+    turns it into ∂logits in place (``a ⊙ (∂a − Σ_j a ∂a)``), filling the pair term in
+    blocks of query rows, so the backward holds one ``(B, H, M, M)`` temporary beside the
+    saved weights where autograd would hold four (one per product, their sum, the softmax
+    gradient). Once differentiable.
+    """
+
+    ROW_BLOCKS = 8
+
+    @staticmethod
+    def forward(ctx, logits, vals, zd, holder, empty):
+        attn = torch.softmax(logits, -1)
+        if empty is not None:
+            attn.masked_fill_(empty, 0.0)
+        ctx.save_for_backward(attn, vals, zd)
+        ctx.holder = holder
+        o = attn @ vals
+        if zd is None:
+            return o
+        return o, attn.transpose(1, 2) @ zd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_o, grad_pair=None):
+        attn, vals, zd = ctx.saved_tensors
+        m = attn.size(-1)
+        if zd is not None and ctx.holder is not None and ctx.holder.need:
+            ctx.holder.dz = (attn.permute(0, 2, 3, 1) @ grad_pair).reshape(-1, zd.size(-1))  # (B·M·M, c_z)
+        dvals = attn.transpose(-1, -2) @ grad_o if ctx.needs_input_grad[1] else None
+        dlogits = None
+        if ctx.needs_input_grad[0]:
+            da = grad_o @ vals.transpose(-1, -2)  # ∂a, (B, H, M, M)
+            if zd is not None:
+                view = da.transpose(1, 2)  # (B, M_i, H, M_j)
+                step = -(-m // _Attend.ROW_BLOCKS)
+                for i0 in range(0, m, step):  # a fixed number of row blocks, not a loop over residues
+                    view[:, i0:i0 + step].add_(grad_pair[:, i0:i0 + step] @ zd[:, i0:i0 + step].transpose(-1, -2))
+            # Σ_j a ∂a per row as a batched (1 × M)(M × 1) product: no (B, H, M, M) temporary
+            dot = (da.reshape(-1, 1, m) @ attn.reshape(-1, m, 1)).view(da.shape[:-1] + (1,))
+            dlogits = da.sub_(dot).mul_(attn)
+        return dlogits, dvals, None, None, None
 
 
 def _graph_centres(trans: Tensor, g) -> Tensor:
@@ -225,7 +322,6 @@ class InvariantPointAttention(Block):
         q, k, v = self.linear_q(s), self.linear_k(s), self.linear_v(s)
         qp, kp, vp = self.linear_q_points(s), self.linear_k_points(s), self.linear_v_points(s)
         z = f[p.pair] if p.pair is not None else None
-        b = self.linear_b(z) if z is not None else None
         dt = compute_dtype(q.dtype)
         mask_value, eps = ipa_constants(dt)
         if p.eps is not None:
@@ -248,12 +344,11 @@ class InvariantPointAttention(Block):
                             -gam * qn, ones], -1)
             ka = torch.cat([k.to(dt).view(n, H, C), kg.reshape(n, H, 3 * P), ones, -gam * kn], -1)
             vals = torch.cat([v.to(dt).view(n, H, Cv), vg.reshape(n, H, 3 * Pv)], -1)
-            bias = b.to(dt) if b is not None else None
             zz = z.to(dt) if z is not None else None
             if self.dense:
-                o, o_pair, wsum = self._dense(g, qa, ka, vals, bias, zz, mask_value)
+                o, o_pair, wsum = self._dense(g, qa, ka, vals, zz, mask_value)
             else:
-                o, o_pair, wsum = self._sparse(g, qa, ka, vals, bias, zz)
+                o, o_pair, wsum = self._sparse(g, qa, ka, vals, zz)
             o_s = o[..., :Cv].reshape(n, H * Cv)
             og = o[..., Cv:].reshape(n, H, Pv, 3)
             # R_iᵀ (Σ_j a_ij T_j v_jp − (Σ_j a_ij) t_i): R_iᵀ (o − t_i) where the weights sum to 1, and 0 for
@@ -267,7 +362,11 @@ class InvariantPointAttention(Block):
             feats = torch.cat(parts, -1)
         return {p.output or p.input: self.linear_out(feats.to(s.dtype))}
 
-    def _dense(self, g, qa, ka, vals, bias, z, mask_value):
+    def _pair_weights(self, dt):
+        """``w_L W_b`` and ``w_L β_b``: the pair bias pre-scaled by ``w_L`` (as ``qa``, see ``_dense``)."""
+        return self.linear_b.weight.to(dt) * self.w_l, self.linear_b.bias.to(dt) * self.w_l
+
+    def _dense(self, g, qa, ka, vals, z, mask_value):
         """Dense attention over padded ``(B, H, M, M)`` blocks.
 
         Returns ``(N, H, Dv)`` values, ``(N, H, c_z)`` pair features (or None) and the sum of
@@ -283,48 +382,52 @@ class InvariantPointAttention(Block):
             return out.view(bsz, m, H, -1).transpose(1, 2)
 
         exact = g.num_edges == bsz * m * m and self.ctx.self_loops and n == bsz * m
-        logits = pad(qa) @ pad(ka).transpose(-1, -2)  # (B, H, M, M)
-        zd = None
+        # w_L folded into the queries and the pair bias: no extra pass over the (B, H, M, M) logits
+        logits = pad(qa * self.w_l) @ pad(ka).transpose(-1, -2)  # (B, H, M, M)
+        zd = holder = None
         empty = None
-        if exact:
-            # every graph has M nodes and all M² edges, sorted by (dst, src): the edge order is the block order
-            if bias is not None:
-                logits = logits + bias.view(bsz, m, m, H).permute(0, 3, 1, 2)
-            if z is not None:
-                zd = z.view(bsz, m, m, -1)
-            logits = logits * self.w_l
-        else:
+        if not exact:
             src, dst = g.src, g.dst
             epos = idx.index_select(0, dst) * m + (idx.index_select(0, src) % m)
-            present = torch.zeros(bsz * m * m, dtype=torch.bool, device=qa.device).index_fill_(0, epos, True)
-            if bias is not None:
-                bd = bias.new_zeros(bsz * m * m, H).index_copy(0, epos, bias)
-                logits = logits + bd.view(bsz, m, m, H).permute(0, 3, 1, 2)
+        if z is not None:
+            # the pair bias and the pair output share one ∂z buffer (see _PairBias)
+            holder = _PairGrad(z.requires_grad, None if exact else epos)
+            bias = _PairBias.apply(z, *self._pair_weights(qa.dtype), holder)
+        if exact:
+            # every graph has M nodes and all M² edges, sorted by (dst, src): the edge order is the block order
             if z is not None:
-                zd = z.new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, z).view(bsz, m, m, -1)
+                logits.add_(bias.view(bsz, m, m, H).permute(0, 3, 1, 2))  # in place: matmul keeps no output
+                zd = z.detach().view(bsz, m, m, -1)
+        else:
+            present = torch.zeros(bsz * m * m, dtype=torch.bool, device=qa.device).index_fill_(0, epos, True)
+            if z is not None:
+                bd = bias.new_zeros(bsz * m * m, H).index_copy(0, epos, bias)
+                logits.add_(bd.view(bsz, m, m, H).permute(0, 3, 1, 2))
+                zd = z.detach().new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, z.detach()).view(bsz, m, m, -1)
             present = present.view(bsz, 1, m, m)
-            logits = (logits * self.w_l).masked_fill(~present, -mask_value)
+            logits = logits.masked_fill(~present, -mask_value)
             empty = ~present.any(-1, keepdim=True)  # (B, 1, M, 1)
-        attn = torch.softmax(logits, -1)
         wsum = None
         if empty is not None:
-            attn = attn.masked_fill(empty, 0.0)
-            wsum = (~empty).to(attn.dtype).expand(bsz, H, m, 1).transpose(1, 2).reshape(bsz * m, H).index_select(0, idx)
-        o = (attn @ pad(vals)).transpose(1, 2).reshape(bsz * m, H, -1).index_select(0, idx)
+            wsum = (~empty).to(qa.dtype).expand(bsz, H, m, 1).transpose(1, 2).reshape(bsz * m, H).index_select(0, idx)
+        # softmax, Σ_j a_ij v_j and Σ_j a_ij z_ij (one (H × M) @ (M × c_z) product per query row)
         o_pair = None
-        if zd is not None:
-            # Σ_j a_ij z_ij: one (H × M) @ (M × c_z) product per query row
-            o_pair = (attn.transpose(1, 2) @ zd).reshape(bsz * m, H, -1).index_select(0, idx)
+        if zd is None:
+            o = _Attend.apply(logits, pad(vals), None, None, empty)
+        else:
+            o, o_pair = _Attend.apply(logits, pad(vals), zd, holder, empty)
+            o_pair = o_pair.reshape(bsz * m, H, -1).index_select(0, idx)
+        o = o.transpose(1, 2).reshape(bsz * m, H, -1).index_select(0, idx)
         return o, o_pair, wsum
 
-    def _sparse(self, g, qa, ka, vals, bias, z):
+    def _sparse(self, g, qa, ka, vals, z):
         """Per-edge attention over ``g``'s edges (destination = query); returns as :meth:`_dense`."""
         n, H = qa.shape[:2]
         csr, csr_t = g.csr(), g.csr_t()
-        logits = sddmm(csr, qa, ka, csr_t)
-        if bias is not None:
-            logits = logits + bias
-        alpha = segment_softmax(logits * self.w_l, g.dst, n, csr.rowptr)
+        logits = sddmm(csr, qa * self.w_l, ka, csr_t)
+        if z is not None:
+            logits = logits + F.linear(z, *self._pair_weights(qa.dtype))
+        alpha = segment_softmax(logits, g.dst, n, csr.rowptr)
         o = spmm(csr, vals, alpha, csr_t=csr_t)
         o_pair = None
         if z is not None:
