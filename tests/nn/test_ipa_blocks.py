@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ipa_helpers import COMPLETE, chains, randomize, random_rotations
+from ipa_helpers import COMPLETE, chains, random_rotations, randomize
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from graphdl.compile import compile_spec
@@ -18,8 +18,8 @@ from graphdl.errors import SpecError
 from graphdl.nn.base import BuildContext
 from graphdl.nn.ipa import (
     BackboneUpdate,
-    FrameStopGradient,
     FramesFromBackbone,
+    FrameStopGradient,
     InvariantPointAttention,
     RelativePosition,
     ipa_constants,
