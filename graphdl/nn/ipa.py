@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
 from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
-from graphdl.errors import InferenceError
+from graphdl.errors import InferenceError, KernelUnavailableError
 from graphdl.nn.attention import dense_index
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.basic import _check_key
@@ -91,6 +90,17 @@ def _node(key: str, block: str, what: str) -> None:
         raise InferenceError(f"{block} {what} `{key}` must be a node field (e.g. `node.{key.split('.')[-1]}`)")
 
 
+def _first_order_only() -> None:
+    """Refuse a backward that builds a graph (``create_graph=True``): the dense kernels' gradients
+    are hand-written first derivatives; ``torch.autograd.function.once_differentiable`` would not
+    do here, as ``torch.autograd.grad(..., inputs)`` silently drops the branch it poisons."""
+    if torch.is_grad_enabled():
+        raise KernelUnavailableError(
+            "ipa's dense lowering has hand-written first derivatives only, and a second derivative "
+            "(create_graph=True: forces by autograd, gradient penalties) was asked for; set `lowering: sparse` "
+            "on the ipa layer (its per-edge kernels are twice differentiable)")
+
+
 class _PairGrad:
     """The gradient of the pair field, shared by the two products that read it (see :class:`_PairBias`)."""
 
@@ -109,7 +119,8 @@ class _PairBias(Function):
     each backward makes its own ``(E, c_z)`` gradient and autograd adds them: two such buffers
     live at once. Here ``_PairOut`` (which runs first in the backward pass: it consumes the
     attention weights, which depend on this bias) leaves its ∂z in ``holder`` and this backward
-    adds ``∂b W`` into it in place, so ∂z is one buffer. Once differentiable.
+    adds ``∂b W`` into it in place, so ∂z is one buffer. First derivatives only (see
+    :func:`_first_order_only`).
     """
 
     @staticmethod
@@ -119,8 +130,8 @@ class _PairBias(Function):
         return torch.addmm(bias, z, weight.t())
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        _first_order_only()
         z, weight = ctx.saved_tensors
         holder = ctx.holder
         dz = None
@@ -147,7 +158,7 @@ class _Attend(Function):
     turns it into ∂logits in place (``a ⊙ (∂a − Σ_j a ∂a)``), filling the pair term in
     blocks of query rows, so the backward holds one ``(B, H, M, M)`` temporary beside the
     saved weights where autograd would hold four (one per product, their sum, the softmax
-    gradient). Once differentiable.
+    gradient). First derivatives only (see :func:`_first_order_only`).
     """
 
     ROW_BLOCKS = 8
@@ -165,8 +176,8 @@ class _Attend(Function):
         return o, attn.transpose(1, 2) @ zd
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_o, grad_pair=None):
+        _first_order_only()
         attn, vals, zd = ctx.saved_tensors
         m = attn.size(-1)
         if zd is not None and ctx.holder is not None and ctx.holder.need:
@@ -232,6 +243,11 @@ class InvariantPointAttention(Block):
     dense-dense product, a segment softmax over destination-sorted edges, values by a CSR
     product. Both agree to float64 round-off on complete graphs (``lowering: sparse|dense``
     forces one).
+
+    Derivatives: the dense lowering's backward is hand-written (one ``(E, c_z)`` buffer for
+    ∂z, the softmax gradient in place) and gives first derivatives; asking it for a second
+    (``create_graph=True``) is a :class:`~graphdl.errors.KernelUnavailableError` naming
+    ``lowering: sparse``, whose kernels are twice differentiable.
 
     Precision: the attention core runs in float32 for float32/bfloat16/float16 inputs and
     under autocast (float64 stays float64); only the projections follow autocast. Mask value

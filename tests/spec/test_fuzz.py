@@ -147,12 +147,18 @@ plausible_layer = st.sampled_from(sorted(BLOCKS)).flatmap(_layer_for)
 RESULTS: dict[str, int] = {}
 
 
+# the structure-module blocks (ipa, backbone_update, ...) read their own default fields: half the stacks
+# also carry those, so these blocks reach the planner too
+FRAME_FIELDS = {"node.s": 8, "node.frame": "frame", "edge.z": 4, "node.residue_index": 1}
+
+
 @SETTINGS
 @given(st.lists(plausible_layer, min_size=1, max_size=3),
        st.dictionaries(st.sampled_from(["node.h", "edge.e", "graph.u", "node.pos"]),
-                       st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4))
-def test_plausible_stacks_only_raise_spec_error(layers, inputs):
-    spec = {"graphdl": 1, "inputs": inputs, "model": {"layers": layers}}
+                       st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4),
+       st.booleans())
+def test_plausible_stacks_only_raise_spec_error(layers, inputs, frames):
+    spec = {"graphdl": 1, "inputs": {**inputs, **(FRAME_FIELDS if frames else {})}, "model": {"layers": layers}}
     try:
         plan_spec(parse_spec(spec))
         RESULTS["planned"] = RESULTS.get("planned", 0) + 1
