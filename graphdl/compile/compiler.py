@@ -340,6 +340,9 @@ class GraphModel(nn.Module):
         self._after = [list(s.after) for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
+        self.trace: list | None = None
+        """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
+        it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""
         self.check_finite = False
         """Debug mode (one host sync per block): raise :class:`NonFiniteError` naming the first
         block whose output is NaN or inf. The runner turns it on only to search a failed step."""
@@ -440,7 +443,7 @@ class GraphModel(nn.Module):
         return self._stack(g, f)
 
     def _stack(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
-        traces: dict[str, list[Tensor]] = {}
+        stacks: dict[str, list[Tensor]] = {}  # `trace:` fields being gathered, one value per repeat
         if self.check_finite:
             self._raise_nonfinite("the input", f)
         for i, idx in enumerate(self._order):
@@ -450,11 +453,13 @@ class GraphModel(nn.Module):
             if self.check_finite:
                 s = self.plan.steps[i]
                 self._raise_nonfinite(f"{s.where} ({s.label})", writes)
+            if self.trace is not None:
+                self.trace.append((i, dict(writes)))
             f.update(writes)
             for k, name, last in self._after[i]:
-                traces.setdefault(name, []).append(f[k])
+                stacks.setdefault(name, []).append(f[k])
                 if last:
-                    f[name] = torch.stack(traces.pop(name), 1)
+                    f[name] = torch.stack(stacks.pop(name), 1)
         return {k: f[k] for k in self._outputs if k in f}
 
     @staticmethod
@@ -517,7 +522,8 @@ class GraphModel(nn.Module):
             writes = ", ".join(f"{k}:{v}" for k, v in s.sig.writes.items())
             extra = getattr(block, "describe_extra", lambda: "")()
             note = "; ".join(x for x in (note, "residual" if s.entry.residual else "", extra) if x)
-            rows.append((str(i), s.where, s.label, f"{reads} -> {writes}", f"{n:,}", note))
+            block_name = s.cls.name + (f" ({s.entry.label})" if s.entry.label else "")
+            rows.append((str(i), s.where, block_name, f"{reads} -> {writes}", f"{n:,}", note))
         head = ("#", "layer", "block", "fields (reads -> writes)", "params", "notes")
         widths = [max(len(r[c]) for r in rows + [head]) for c in range(6)]
         def fmt(r):

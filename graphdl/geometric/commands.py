@@ -18,7 +18,13 @@ import argparse
 
 import torch
 
-from graphdl.testing.equivariance import CHECKS, equivariance_errors, random_graph_for
+from graphdl.testing.equivariance import (
+    CHECKS,
+    equivariance_errors,
+    has_directions,
+    locate_break,
+    random_graph_for,
+)
 
 EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml             exit 0: every output within 1e-9 in float64
@@ -41,8 +47,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_verify)
 
 
-def verify_spec(source, *, trials: int = 3, seed: int = 0, sizes=(4, 5, 7)) -> dict[str, dict[str, dict[str, float]]]:
-    """``{dtype: {output: {check: error}}}`` for a spec (path, text mapping or Spec)."""
+def _setup(source, seed: int, sizes):
     from graphdl.compile import compile_spec
 
     torch.manual_seed(seed)
@@ -51,11 +56,24 @@ def verify_spec(source, *, trials: int = 3, seed: int = 0, sizes=(4, 5, 7)) -> d
     gs = model.spec.graph
     scale = 1.0 if gs.cutoff is None else 0.6 * float(gs.cutoff)
     graph = random_graph_for(model.input_fields, sizes, scale=scale, seed=seed)
+    return model, graph
+
+
+def verify_spec(source, *, trials: int = 3, seed: int = 0, sizes=(4, 5, 7),
+                checks=CHECKS) -> dict[str, dict[str, dict[str, float]]]:
+    """``{dtype: {output: {check: error}}}`` for a spec (path, text mapping or Spec)."""
+    model, graph = _setup(source, seed, sizes)
+    return _errors(model, graph, trials, seed, checks)
+
+
+def _errors(model, graph, trials: int, seed: int, checks) -> dict:
+    from graphdl.compile import compile_spec
+
     out = {}
     for name, dt in (("float64", torch.float64), ("float32", torch.float32)):
         m = compile_spec(model.plan, dtype=torch.float64)
         m.load_state_dict(model.state_dict())
-        out[name] = equivariance_errors(m, graph, trials=trials, seed=seed, dtype=dt)
+        out[name] = equivariance_errors(m, graph, trials=trials, seed=seed, dtype=dt, checks=checks)
     return out
 
 
@@ -76,23 +94,38 @@ def _fill_zero_parameters(model, seed: int) -> None:
 
 def cmd_verify(args) -> int:
     sizes = tuple(int(s) for s in str(args.sizes).split(",") if s.strip())
-    res = verify_spec(args.spec, trials=args.trials, seed=args.seed, sizes=sizes)
+    model, graph = _setup(args.spec, args.seed, sizes)
+    checks = CHECKS
+    print(f"verify {args.spec}: scaled max error over {args.trials} random transforms per check "
+          f"(tolerance {args.tol:g} in float64)")
+    if not has_directions(model.input_fields):
+        checks = ("permutation",)
+        print("no input carries a direction (no 1o or l > 0 irreps field): rotations, reflections and translations "
+              "act trivially on every input, so they are symmetries of any model; checking node permutations only")
+    res = _errors(model, graph, args.trials, args.seed, checks)
     head = ("output", "check", "float64", "float32", "")
     rows = []
-    ok = True
-    for k, checks in res["float64"].items():
-        for c in CHECKS:
-            e64, e32 = checks[c], res["float32"][k][c]
+    failed = []
+    for k, errs in res["float64"].items():
+        for c in checks:
+            e64, e32 = errs[c], res["float32"][k][c]
             if e64 is None:
                 rows.append((k, c, "n/a", "n/a", "not a symmetry of frames"))
                 continue
             good = e64 <= args.tol
-            ok &= good
+            if not good and c not in failed:
+                failed.append(c)
             rows.append((k, c, f"{e64:.2e}", f"{e32:.2e}", "ok" if good else "FAIL"))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)] + [0]
-    print(f"verify {args.spec}: scaled max error over {args.trials} random transforms per check "
-          f"(tolerance {args.tol:g} in float64)")
     for r in [head] + rows:
         print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
-    print("equivariant" if ok else "NOT equivariant: see FAIL rows")
-    return 0 if ok else 1
+    if not failed:
+        print("equivariant")
+        return 0
+    for c in failed:
+        where = locate_break(model, graph, c, seed=args.seed, tol=args.tol)
+        if where is not None:
+            step, field, err = where
+            print(f"{c}: first broken by {step}, which writes `{field}` (error {err:.2e})")
+    print("NOT equivariant: see FAIL rows")
+    return 1

@@ -252,6 +252,72 @@ def equivariance_errors(model, graph: Graph, *, checks=CHECKS, trials: int = 2, 
     return errors
 
 
+def has_directions(fields: Mapping[str, FieldType]) -> bool:
+    """Whether any field carries a direction (``1o``, irreps with ``l > 0`` or odd ``0o`` parts, a frame):
+    if none does, rotations, reflections and translations act trivially on every input."""
+    return any((isinstance(t, Irreps) and not t.invariant) or _has_frames(t)
+               for t in (parse_type(v) for v in fields.values()))
+
+
+def locate_break(model, graph: Graph, check: str, *, seed: int = 0, tol: float = 1e-9,
+                 dtype: torch.dtype = torch.float64) -> tuple[str, str, float] | None:
+    """The first step of a compiled model whose output breaks ``check``: ``(step, field, error)``.
+
+    Runs the model on ``graph`` and on a randomly transformed copy, recording what every step
+    writes (``model.trace``), and compares each written field with the transformed original by
+    its declared type. Edge fields are compared only for rotations, reflections and translations
+    (a permutation reorders a rebuilt graph's edges). ``None`` when every step is within ``tol``.
+    """
+    model = model.to(dtype)
+    graph = graph.replace(**{k.replace(".", "__"): (v.to(dtype) if v.is_floating_point() else v)
+                             for k, v in graph.fields.items()})
+    tgt = _target(model, None)
+    gen = torch.Generator().manual_seed(seed + 1)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.trace = []
+            model(graph)
+            base = model.trace
+            if check == "permutation":
+                perm = _within_graph_perm(graph, gen)
+                g2, _ids = _permute(graph, perm)
+                rot = shift = None
+            else:
+                rot = random_rotation(dtype, gen, improper=(check == "reflection"))
+                if check == "translation":
+                    rot = torch.eye(3, dtype=dtype)
+                shift = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype)
+                moved = {k: _act(v, tgt.inputs[k], rot, shift if k in tgt.positions else None, shift)
+                         for k, v in graph.fields.items() if k in tgt.inputs}
+                g2 = graph.replace(**{k.replace(".", "__"): v for k, v in moved.items()})
+            model.trace = []
+            model(g2)
+            moved_trace = model.trace
+    finally:
+        model.trace = None
+        model.train(training)
+    steps = model.plan.steps
+    for (i, a), (_j, b) in zip(base, moved_trace):
+        sig = steps[i].sig.writes
+        for k, va in a.items():
+            t = sig.get(k)
+            space = split_key(k)[0]
+            if t is None or k not in b or (check == "permutation" and space == "edge"):
+                continue
+            if check == "permutation":
+                ref = va[perm] if space == "node" else va
+            else:
+                ref = _act(va, t, rot, None, shift)
+            e = _err(b[k], ref)
+            if isinstance(t, Irreps) and t.is_vector and check != "permutation":
+                e = min(e, _err(b[k], ref + shift))
+            if not e <= tol:
+                return f"{steps[i].where} ({steps[i].label})", k, e
+    return None
+
+
 def assert_equivariant(model, graph: Graph, *, atol: float | None = None, checks=CHECKS, trials: int = 2,
                        seed: int = 0, positions=None, dtype: torch.dtype | None = torch.float64) -> dict:
     """Raise AssertionError naming the field and check when an error exceeds ``atol``.

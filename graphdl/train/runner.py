@@ -38,7 +38,7 @@ from graphdl.data.loader import GraphLoader
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
-from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
@@ -107,8 +107,9 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     ds_section = spec.sections["dataset"]
     ds_file, ds_inline = dataset_parts(ds_section)[:2]
     # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    path_key = next((k for k in PATH_KEYS if k in (ds_inline or {})), None)
     ds_key = ("dataset", "spec") if ds_file is not None else (
-        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+        ("dataset", path_key) if path_key is not None else ("dataset", "type"))
     data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
@@ -147,6 +148,26 @@ def resolve(exp: Experiment) -> dict:
     out["dataset"] = ds
     out["train"] = exp.train.model_dump(mode="json")
     return out
+
+
+def check_experiment(exp: Experiment) -> bool:
+    """What ``graphdl check`` can verify of an experiment without reading data: the spec's inputs
+    against the fields the dataset type says it makes, and the task against those fields and the
+    model's outputs. Returns False when the dataset type cannot tell its fields without loading.
+
+    Raises:
+        SpecError: at the input or task line that does not fit.
+    """
+    fields = exp.data.cls.fields(exp.data.params)
+    if fields is None:
+        return False
+    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+    check_inputs(dict(exp.spec.inputs), fields, exp.spec.doc, dname)
+    names_of = getattr(exp.data.cls, "target_names", None)
+    target_field = getattr(exp.data.params, "target_field", None)
+    names = {target_field: names_of(exp.data.params)} if names_of is not None and target_field else {}
+    make_task_from_fields(exp, fields, names)
+    return True
 
 
 def pick_device(name: str) -> torch.device:
@@ -281,7 +302,15 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    try:
+        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    except KernelUnavailableError as e:
+        if device is None:  # the spec asked for it: point at its line
+            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                "`device: cuda` is asked for")
+                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
+                            ) from None
+        raise
     out = out or os.path.join("runs", exp.name)
     held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
@@ -307,7 +336,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))
-    check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
+    check_inputs(dict(exp.spec.inputs), dataset.fields, doc, dname)
     task = make_task(exp, dataset)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
     masks = node_masks(exp.data.split)
@@ -476,12 +505,40 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
     _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
     learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
                    state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
+    """``run.json``: what made this run and what it gave, for a reader who was not there."""
+    import platform
+    import sys
+
+    import graphdl
+
+    return {
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "spec": exp.spec.file,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()},
+        "dataset": metrics["dataset"],
+        "split": metrics["split"],
+        "seed": metrics["seed"],
+        "parameters": metrics["parameters"],
+        "best_epoch": metrics["best_epoch"],
+        "final": metrics["final"],
+        "artefacts": {"spec.yaml": "the resolved spec (graphdl run DIR/spec.yaml repeats the run)",
+                      "metrics.json": "per-epoch and final metrics", "best.pt": "weights of the best epoch",
+                      "last.pt": "everything needed to --resume", "test_predictions.csv": "test-split predictions",
+                      "learning_curve.png": "training and validation curves", "timing.json": "seconds per epoch"},
+    }
 
 
 def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
