@@ -8,6 +8,10 @@ its key is ``"<space>.<name>"`` (``node.h``, ``edge.e``, ``graph.u``). Its type 
   positions) or ``16x0e + 8x1o + 4x2e``;
 * :class:`Frame`: a rigid frame (rotation + translation), stored as ``(N, 4, 3)``: the
   rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3;
+  written ``frame``. Frames rotate and translate with the structure (``x ↦ R x + t`` maps
+  local to global coordinates): only blocks declaring ``frame_equivariant`` may read them;
+* :class:`Stacked`: one value of another type per iteration of a repeated layer (a
+  ``trace:``), stored ``(N, T, ...)``; written ``frame[8]``, ``64[3]``;
 * :class:`Categorical` ``(num_classes)``: one integer class index per row in
   ``0..num_classes-1`` (particle types, atom types, token ids), written ``categorical(9)``,
   stored as an integer tensor ``(N,)``. It is not a real-valued feature: blocks that read
@@ -132,6 +136,38 @@ class Frame(FieldType):
         return "frame"
 
 
+FRAME = Frame()
+
+
+@dataclass(frozen=True)
+class Stacked(FieldType):
+    """``count`` values of type ``inner`` per row (one per iteration), stored ``(rows, count, *inner.shape())``.
+
+    Made by a layer's ``trace:`` (the value of a field after each repeat, e.g. the frames of
+    every structure-module iteration for an auxiliary loss); written ``frame[8]``.
+    """
+
+    inner: FieldType
+    count: int
+
+    @property
+    def dim(self) -> int:
+        return self.count * self.inner.dim
+
+    @property
+    def invariant(self) -> bool:
+        return self.inner.invariant
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.count,) + tuple(self.inner.shape())
+
+    def __str__(self) -> str:
+        return f"{self.inner}[{self.count}]"
+
+
+_STACKED_RE = re.compile(r"^(.+)\[\s*(\d+)\s*\]$")
+
+
 @dataclass(frozen=True)
 class Categorical(FieldType):
     """One class index per row, an integer in ``0..num_classes-1`` (stored ``(N,)``, integer dtype).
@@ -209,7 +245,13 @@ def parse_type(value) -> FieldType:
     if isinstance(value, str):
         text = value.strip()
         if text == "frame":
-            return Frame()
+            return FRAME
+        m = _STACKED_RE.match(text)
+        if m:
+            count = int(m.group(2))
+            if count <= 0:
+                raise ValueError(f"a stacked type needs a positive count, found `{text}`")
+            return Stacked(parse_type(m.group(1).strip()), count)
         if text.isdigit():
             return parse_type(int(text))
         if text in ("vector", "position", "pos"):
@@ -263,6 +305,17 @@ class FieldTable(dict):
             raise InferenceError(
                 f"{block + ' ' if block else ''}reads channels, but `{key}` is a sequence of {t.frames} frames "
                 f"({t}); turn it into features first (e.g. `{{type: history_velocities, input: {key}}}`)"
+            )
+        if isinstance(t, Frame):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}is not frame-equivariant and cannot read field `{key}` of type "
+                f"frame (a rigid frame rotates and translates with the structure); read frames with a "
+                f"frame-equivariant block (ipa, backbone_update) or feed this block an invariant field"
+            )
+        if isinstance(t, Stacked):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}reads one value per row, but `{key}` is {t}, one value per "
+                f"iteration of a traced layer; it is meant for losses and outputs"
             )
         name = key.split(".", 1)[-1]
         if isinstance(t, Irreps) and any(l == 0 and p == 1 for _m, l, p in t.terms):

@@ -27,6 +27,11 @@ def _check_key(v: str) -> str:
     return v
 
 
+def _check_keys(v: list[str]) -> list[str]:
+    """:func:`_check_key` for every item of a list of field keys (``inputs: [node.a, node.b]``)."""
+    return [_check_key(k) for k in v]
+
+
 class FieldParams(BlockParams):
     """``input``: the field read; ``output``: the field written (default: same as input)."""
 
@@ -260,6 +265,7 @@ class Concat(Block):
         output: str
 
         _v = field_validator("output")(_check_key)
+        _v_in = field_validator("inputs")(_check_keys)
 
     @classmethod
     def infer(cls, p, fields, ctx):

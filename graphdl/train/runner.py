@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
+from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec, resolved_layers
 from graphdl.data.cache import atomic_write
 from graphdl.data.loader import GraphLoader, StepLoader
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
@@ -126,23 +126,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
 def resolve(exp: Experiment) -> dict:
     """The resolved spec (plain data; see the module docstring)."""
     spec, plan = exp.spec, exp.plan
-    layers = []
-    seen = set()
-    for step in plan.steps:
-        e = step.entry
-        if e.index in seen:
-            continue
-        seen.add(e.index)
-        entry = step.params.model_dump(mode="json")
-        if e.repeat != 1:
-            entry["repeat"] = e.repeat
-        if e.share_weights:
-            entry["share_weights"] = True
-        if e.residual:
-            entry["residual"] = True
-        if e.label:
-            entry["label"] = e.label
-        layers.append(entry)
+    layers = resolved_layers(plan)
     out: dict[str, Any] = {"graphdl": 1}
     if spec.name:
         out["name"] = spec.name

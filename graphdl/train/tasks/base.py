@@ -28,7 +28,8 @@ names a task. A new task adds a file here (or in a user module named by ``import
         def write_artefacts(self, path, collected, dataset): ...   # test-split artefacts
 
 Built in: ``regression`` and ``classification`` (graph or node level, any number of target
-columns) and ``energy_forces`` (energies and conservative forces).
+columns), ``energy_forces`` (energies and conservative forces) and ``frame_denoising``
+(backbone frames of protein chains from noisy ones, scored by FAPE, CA-RMSD and lDDT-Cα).
 """
 
 from __future__ import annotations
