@@ -19,7 +19,17 @@ from graphdl.errors import DataError, InferenceError, KernelUnavailableError, No
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
-from graphdl.types import VECTOR, Categorical, FieldTable, FieldType, Frame, Irreps, Scalar, Stacked, split_key
+from graphdl.types import (
+    VECTOR,
+    Categorical,
+    FieldTable,
+    FieldType,
+    Frame,
+    Irreps,
+    Scalar,
+    Stacked,
+    split_key,
+)
 
 
 @dataclass

@@ -34,7 +34,17 @@ import torch
 from torch import Tensor
 
 from graphdl.data.graph import Graph
-from graphdl.types import Categorical, FieldType, Frame, Irreps, Scalar, Stacked, Trajectory, parse_type, split_key
+from graphdl.types import (
+    Categorical,
+    FieldType,
+    Frame,
+    Irreps,
+    Scalar,
+    Stacked,
+    Trajectory,
+    parse_type,
+    split_key,
+)
 
 CHECKS = ("rotation", "reflection", "translation", "permutation")
 
