@@ -25,7 +25,8 @@ A failing spec prints one line an editor can jump to, and the run exits with sta
 
 DESCRIBE_EPILOG = """examples:
   graphdl describe specs/graph_network.yaml        the table of blocks, fields and parameters
-  graphdl describe --json specs/gin.yaml | jq '.total_parameters'
+  graphdl describe --json specs/gin.yaml > gin.json   the same as JSON (total_parameters, steps, ...)
+  graphdl describe --dataset datasets/freesolv.yaml   a dataset's fields, channel by channel
 
 Each row is one block application (`repeat: N` gives N rows): the fields it reads and
 writes with their types (64 channels, irreps like 8x0e + 4x1o, frame) and its parameter
@@ -34,7 +35,7 @@ count; shared repeats count once. `notes` says how the block runs (e.g. `csr spm
 
 SCHEMA_EPILOG = """examples:
   graphdl schema -o graphdl.schema.json           write the schema of the spec format
-  graphdl schema | python -m json.tool | less       read it
+  graphdl schema | head -n 20                       read it
 
 Editors with the YAML language server (VS Code "YAML" extension, neovim, Helix...) then
 autocomplete and check specs that start with:

@@ -121,14 +121,15 @@ def _shown_pair(x: Any, y: Any, width: int = 60) -> tuple[str, str]:
     return cut(a), cut(b)
 
 
-def _without_lowering(part: dict) -> dict:
-    """``model_part`` with each layer's ``lowering`` left out (same parameters under every lowering)."""
-    model = part.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
-        return part
-    layers = [{k: v for k, v in layer.items() if k != "lowering"} if isinstance(layer, dict) else layer
-              for layer in model["layers"]]
-    return {**part, "model": {**model, "layers": layers}}
+def _without_lowering(part: Any) -> Any:
+    """``model_part`` with every layer's ``lowering`` left out, in groups (``sequence``) too: the
+    same parameters under every lowering."""
+    if isinstance(part, dict):
+        return {k: _without_lowering(v) for k, v in part.items()
+                if not (k == "lowering" and "type" in part)}
+    if isinstance(part, list):
+        return [_without_lowering(v) for v in part]
+    return part
 
 
 def check_compatible(ck: dict, resolved: dict, path: str, *, model_only: bool, spec_file: str = "the spec") -> None:
