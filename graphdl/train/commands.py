@@ -58,6 +58,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lowering", choices=["auto", "dgl"],
                    help="`dgl`: run every block that has a DGL lowering on DGL's kernels (written into the "
                         "resolved spec; the weights are the same under either lowering)")
+    p.add_argument("--steps-per-epoch", type=int, metavar="N",
+                   help="override train.steps_per_epoch: an epoch is N optimiser steps (a quick trial of a GNS spec)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch even on a terminal")
     p.set_defaults(func=cmd_run)
@@ -94,10 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _positive("--epochs", args.epochs)
     _positive("--limit", args.limit)
+    _positive("--steps-per-epoch", args.steps_per_epoch)
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
         split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite,
-        lowering=args.lowering)
+        lowering=args.lowering, steps_per_epoch=args.steps_per_epoch)
     return 0
 
 
