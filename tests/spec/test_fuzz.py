@@ -109,7 +109,8 @@ PLAUSIBLE = {
     "out_dim": dims, "hidden": st.lists(dims, max_size=3), "heads": st.integers(0, 4),
     "act": st.sampled_from(["relu", "tanh", "silu", "nope"]), "norm": st.sampled_from([None, "batch", "layer", "x"]),
     "eps": st.floats(-1, 1), "train_eps": st.booleans(), "bias": st.booleans(),
-    "lowering": st.sampled_from(["auto", "csr", "gather", "fast"]),
+    # every block's lowering values (message_passing, transformer, the DGL-lowered blocks) and one wrong one
+    "lowering": st.sampled_from(["auto", "csr", "gather", "sparse", "dense", "dgl", "fast"]),
     "edge_to_node": st.sampled_from(["sum", "mean", "max", "min", "prod"]),
     "node_to_global": st.sampled_from(["sum", "mean", "max"]), "edge_to_global": st.sampled_from(["sum", "max"]),
     "repeat": st.integers(0, 3), "share_weights": st.booleans(), "residual": st.booleans(),
