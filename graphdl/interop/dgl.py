@@ -49,6 +49,7 @@ __all__ = [
     "DGLSamplingUnavailableWarning",
     "GraphboltUnavailableError",
     "dgl_graph",
+    "dgl_installed",
     "graphbolt_library",
     "load_dgl",
 ]
@@ -101,6 +102,18 @@ def graphbolt_library(dgl_dir: str | None = None, torch_version: str | None = No
     else:
         name = f"libgraphbolt_pytorch_{vers}.so"
     return os.path.join(dgl_dir, "graphbolt", name)
+
+
+def dgl_installed() -> bool:
+    """Whether a ``dgl`` package is installed (found on the path), without importing it.
+
+    True does not promise that it imports: :func:`load_dgl` says why when it does not. Tests use
+    this to skip only when DGL is absent, and fail when an installed DGL does not load.
+    """
+    mod = sys.modules.get("dgl", False)
+    if mod is None:  # sys.modules["dgl"] = None: imports of dgl are blocked
+        return False
+    return mod is not False or importlib.util.find_spec("dgl") is not None
 
 
 def _missing_dgl(e: BaseException):

@@ -15,7 +15,8 @@ import textwrap
 import pytest
 import torch
 
-from graphdl.interop.dgl import GraphboltUnavailableError, graphbolt_library, load_dgl
+from graphdl.data.convert import MissingDependencyError
+from graphdl.interop.dgl import PIP, GraphboltUnavailableError, dgl_installed, graphbolt_library, load_dgl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,6 +80,25 @@ def test_library_missing_means_stub_and_one_warning(tmp_path):
     assert "dgl.graphbolt" in res["warnings"][0] and torch.__version__ in res["warnings"][0]
 
 
+# the test extra installs DGL; only its absence skips (an installed DGL that fails to import is an error)
+needs_dgl = pytest.mark.skipif(not dgl_installed(), reason=f"dgl is not installed: {PIP}")
+
+
+def test_blocked_dgl_is_not_installed_and_load_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dgl", None)
+    assert not dgl_installed()
+    with pytest.raises(MissingDependencyError, match=r'pip install "dgl==2\.1\.0" "torchdata==0\.7\.1"'):
+        load_dgl()
+
+
+def test_fake_package_counts_as_installed(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "from graphdl.interop.dgl import dgl_installed; "
+                          "print(dgl_installed())"], capture_output=True, text=True, timeout=120, check=False,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([_fake_dgl(tmp_path, True), ROOT])})
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+@needs_dgl
 def test_installed_dgl_loads_and_is_patched_only_if_its_library_is_missing():
     res = _probe([ROOT])
     missing = not os.path.exists(graphbolt_library())
@@ -86,6 +106,7 @@ def test_installed_dgl_loads_and_is_patched_only_if_its_library_is_missing():
     assert len(res["warnings"]) == (1 if missing else 0)
 
 
+@needs_dgl
 def test_dgl_core_works_and_graphbolt_says_why_it_is_missing():
     dgl = load_dgl()
     g = dgl.graph((torch.tensor([0, 1, 2, 2]), torch.tensor([1, 2, 0, 0])), num_nodes=4)

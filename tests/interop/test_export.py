@@ -19,11 +19,14 @@ from graphdl.cli import main
 from graphdl.compile import compile_spec
 from graphdl.data.convert import to_dgl
 from graphdl.errors import CheckpointError, SpecError
-from graphdl.interop.dgl import load_dgl
+from graphdl.interop.dgl import PIP, dgl_installed, load_dgl
 from graphdl.interop.export import _import_file, _sample_batch, export, exportable_blocks
 from graphdl.train import checkpoint as C
 
-load_dgl()  # the test extra installs DGL and PyG: nothing is skipped
+if not dgl_installed():  # the test extra installs it
+    pytest.skip(f"dgl is not installed: {PIP}", allow_module_level=True)
+load_dgl()  # installed, it must import: a failure is a test error, not a skip
+pytest.importorskip("torch_geometric", reason="test extra: torch_geometric==2.8.1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSIC = [("gcn", "dgl"), ("gcn", "pyg"), ("sage", "dgl"), ("sage", "pyg"), ("sage_pool", "dgl"),
