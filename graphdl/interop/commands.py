@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 
 EXPORT_EPILOG = """examples:
-  graphdl export specs/gin.yaml --checkpoint runs/gin/best.pt --to dgl       writes runs/gin/export_dgl/
-  graphdl export specs/gcn.yaml --checkpoint best.pt --to pyg --out gcn_pyg
-  graphdl export specs/sage.yaml --to dgl          no checkpoint: the spec's initial weights (seed 0)
+  graphdl run specs/molecular/gine_freesolv.yaml --out runs/fs-gine          train: the run writes best.pt
+  graphdl export specs/molecular/gine_freesolv.yaml --checkpoint runs/fs-gine/best.pt --to dgl
+  graphdl export specs/molecular/gine_freesolv.yaml --checkpoint runs/fs-gine/best.pt --to pyg --out gine_pyg
+  graphdl export specs/sage.yaml --to dgl --out sage_dgl    no checkpoint: the spec's initial weights (seed 0)
 
-Writes DIR/model.py (class ExportedModel, no graphdl import; load(DIR) builds it with the weights),
+The first export writes runs/fs-gine/export_dgl/ (default: export_<to> beside the checkpoint):
+DIR/model.py (class ExportedModel, no graphdl import; load(DIR) builds it with the weights),
 DIR/weights.pt (its state_dict; torch.load(..., weights_only=True)) and DIR/export.json (provenance
 and parity). Use it as
   net = model.load("DIR"); out = net(g, {"node.h": x})               # --to dgl: g a DGLGraph
