@@ -84,6 +84,11 @@ class GraphLoader:
             batches.pop()
         return batches
 
+    def make_batch(self, index: Sequence[int], key: tuple[int, ...] = ()) -> Graph:
+        """The batch of the graphs at positions ``index`` (``key``, which fixes a sampler's draws
+        in :class:`~graphdl.data.sampling.NeighborLoader`, plays no part here)."""
+        return collate([self.graphs[i] for i in index])
+
     def __iter__(self) -> Iterator[Graph]:
         batches = self.batch_indices(self.epoch)
         self.epoch += 1
@@ -124,14 +129,26 @@ class StepLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[Graph]:
+    def batch_indices(self, epoch: int | None = None) -> list[list[int]]:
+        """The graph indices of each of the ``steps`` batches of ``epoch`` (default: the next one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
         per_pass = len(self.loader)
-        first = self.epoch * self.steps
-        self.epoch += 1
+        first = epoch * self.steps
+        out: list[list[int]] = []
         cache: dict[int, list[list[int]]] = {}
         for b in range(first, first + self.steps):
             p, i = divmod(b, per_pass)
             if p not in cache:
                 cache.clear()
                 cache[p] = self.loader.batch_indices(p)
-            yield collate([self.loader.graphs[j] for j in cache[p][i]])
+            out.append(cache[p][i])
+        return out
+
+    def make_batch(self, index: Sequence[int], key: tuple[int, ...] = ()) -> Graph:
+        return self.loader.make_batch(index, key)
+
+    def __iter__(self) -> Iterator[Graph]:
+        batches = self.batch_indices(self.epoch)
+        self.epoch += 1
+        for b in batches:
+            yield collate([self.loader.graphs[j] for j in b])
