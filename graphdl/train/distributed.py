@@ -2,8 +2,9 @@
 
 Two ways in, one code path:
 
-* ``graphdl run SPEC --nproc N`` starts N processes on this machine (``torch.multiprocessing``,
-  ``spawn``) that meet through a file in a fresh temporary directory (no port to pick);
+* ``graphdl run SPEC --nproc N`` starts N processes on this machine (``multiprocessing``: a fork
+  server that imported graphdl once on Linux, ``spawn`` elsewhere) that meet through a file in a
+  fresh temporary directory (no port to pick);
 * ``torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d --rdzv-endpoint HOST:PORT
   --no-python graphdl run SPEC`` starts them on several machines; each process finds its
   rank in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``).
@@ -330,8 +331,12 @@ def _watch_parent(pid: int) -> None:
     def loop() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != pid:
+            try:
+                os.kill(pid, 0)  # (a fork server, not the launcher, is this process's parent)
+            except ProcessLookupError:
                 os._exit(1)
+            except PermissionError:
+                pass
 
     threading.Thread(target=loop, daemon=True).start()
 
@@ -342,8 +347,12 @@ def _write_error(path: str, kind: str, e: BaseException) -> None:
 
 
 def _child(rank: int, size: int, rdv: str, errors: str, kwargs: dict, trust: bool, timeout_s: float,
-           threads: int | None, parent: int) -> None:
-    """One rank started by :func:`launch`."""
+           threads: int | None, parent: int, env: dict, cwd: str) -> None:
+    """One rank started by :func:`launch` (with the launcher's environment and directory, as a spawned
+    process would have, though a fork server started it)."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
     _watch_parent(parent)
     # SIGTERM from the launcher unwinds like an exception, so rank 0 abandons a staging directory
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -392,13 +401,13 @@ def launch(nproc: int, kwargs: dict, *, trust: bool = False, timeout_s: float | 
     """
     import multiprocessing.connection
 
-    ctx = torch.multiprocessing.get_context("spawn")
+    ctx = _context()
     tmp = tempfile.mkdtemp(prefix="graphdl-ddp-")
     rdv = f"file://{os.path.join(tmp, 'rendezvous')}"
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
-    procs = [ctx.Process(target=_child, args=(r, nproc, rdv, tmp, dict(kwargs), trust, timeout_s or DEFAULT_TIMEOUT,
-                                               threads, os.getpid()), name=f"graphdl-rank{r}")
-             for r in range(nproc)]
+    args = (nproc, rdv, tmp, dict(kwargs), trust, timeout_s or DEFAULT_TIMEOUT, threads, os.getpid(),
+            dict(os.environ), os.getcwd())
+    procs = [ctx.Process(target=_child, args=(r, *args), name=f"graphdl-rank{r}") for r in range(nproc)]
     try:
         for p in procs:
             p.start()
@@ -421,6 +430,19 @@ def launch(nproc: int, kwargs: dict, *, trust: bool = False, timeout_s: float | 
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _context():
+    """Processes from a fork server that imported graphdl once (Linux; fast, no CUDA or threads in the
+    server, so safe to fork), else spawned ones. The server lives as long as this process, so a second
+    launch starts its ranks without importing torch again."""
+    import multiprocessing
+
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["graphdl.train.runner"])
+        return ctx
+    return torch.multiprocessing.get_context("spawn")
 
 
 def _stop(procs) -> None:
