@@ -92,7 +92,8 @@ def _defined_dir(spec: Spec, path: tuple) -> str:
 
 
 def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
-            device: str | None = None, batch_size: int | None = None, limit: int | None = None) -> Experiment:
+            device: str | None = None, batch_size: int | None = None, limit: int | None = None,
+            steps_per_epoch: int | None = None) -> Experiment:
     """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
     spec = source if isinstance(source, Spec) else parse_spec(source)
     doc = spec.doc
@@ -112,6 +113,8 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
         updates["device"] = device
     if batch_size is not None:
         updates["batch_size"] = batch_size
+    if steps_per_epoch is not None:
+        updates["steps_per_epoch"] = steps_per_epoch
     if updates:
         train = TrainSection.model_validate({**train.model_dump(), **updates})
     ds_section = spec.sections["dataset"]
@@ -364,7 +367,7 @@ def _write_json(path: str, data: dict) -> None:
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
         progress: Progress | None = None, overwrite: bool = False, nproc: int | None = None,
-        timeout: float | None = None, _init_method: str | None = None) -> dict:
+        timeout: float | None = None, steps_per_epoch: int | None = None, _init_method: str | None = None) -> dict:
     """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
 
     ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
@@ -380,7 +383,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         DistributedError: a rank of a data-parallel run died or stopped answering.
     """
     kw = dict(out=out, epochs=epochs, device=device, seed=seed, resume=resume, split_file=split_file,
-              limit=limit, overwrite=overwrite)
+              limit=limit, overwrite=overwrite, steps_per_epoch=steps_per_epoch)
     env = D.world_from_env()
     if nproc is not None and nproc > 1:
         if env is not None and env.active:
@@ -412,7 +415,7 @@ def _launch(source, nproc: int, progress: Progress, timeout: float | None, **kw)
             raise DistributedError("--nproc starts new processes that read the spec from its file; give a path")
         source = source.file
     exp = prepare(source, epochs=kw["epochs"], seed=kw["seed"], split_file=kw["split_file"], device=kw["device"],
-                  limit=kw["limit"])
+                  limit=kw["limit"], steps_per_epoch=kw["steps_per_epoch"])
     _check_device(exp, kw["device"])
     out = kw["out"] or os.path.join("runs", exp.name)
     check_out(out, resume=kw["resume"], overwrite=kw["overwrite"])
@@ -436,7 +439,8 @@ def _check_device(exp: Experiment, device: str | None) -> None:
         raise
 
 
-def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progress, overwrite) -> dict:
+def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progress, overwrite,
+         steps_per_epoch=None) -> dict:
     """One rank's run (the only one without data parallelism); see :func:`run`.
 
     Each phase before training ends with :func:`~graphdl.train.distributed.agree`: when a rank
@@ -448,7 +452,8 @@ def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progre
         progress = Progress(quiet=True)
     exp = held = ck = None
     with D.phase():
-        exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit)
+        exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
+                      steps_per_epoch=steps_per_epoch)
         if exp.train.num_threads:
             torch.set_num_threads(exp.train.num_threads)
         _check_device(exp, device)
