@@ -107,14 +107,16 @@ class GraphLoader:
 
 
 class StepLoader:
-    """A fixed number of batches per epoch drawn from a :class:`GraphLoader`'s endless sequence
-    of shuffled passes (``train.steps_per_epoch``): epoch ``e`` yields batches ``e·k .. e·k + k − 1``
-    of pass after pass, so a model that trains by steps (GNS: millions of steps over a few
-    thousand windows) is validated every ``k`` steps, and a resumed run continues the same
-    sequence (each pass's order depends only on the loader's seed and the pass number).
+    """A fixed number of batches per epoch (``train.steps_per_epoch``) drawn from a loader's endless
+    sequence of shuffled passes: epoch ``e`` yields batches ``e·k .. e·k + k − 1`` of pass after
+    pass, so a model that trains by steps (GNS: millions of steps over a few thousand windows) is
+    validated every ``k`` steps, and a resumed run continues the same sequence (each pass's order
+    depends only on the loader's seed and the pass number). The loader is a :class:`GraphLoader`
+    or a :class:`~graphdl.data.sampling.NeighborLoader` (anything with ``batch_indices(pass)`` and
+    ``make_batch(index, key)``).
     """
 
-    def __init__(self, loader: GraphLoader, steps: int):
+    def __init__(self, loader, steps: int):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise DataError(f"steps per epoch must be a positive integer, found {steps!r}")
         if len(loader) == 0:
@@ -148,7 +150,7 @@ class StepLoader:
         return self.loader.make_batch(index, key)
 
     def __iter__(self) -> Iterator[Graph]:
-        batches = self.batch_indices(self.epoch)
+        epoch = self.epoch
         self.epoch += 1
-        for b in batches:
-            yield collate([self.loader.graphs[j] for j in b])
+        for i, b in enumerate(self.batch_indices(epoch)):
+            yield self.loader.make_batch(b, (epoch, i, 0))

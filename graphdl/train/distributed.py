@@ -388,9 +388,21 @@ def _child(rank: int, size: int, rdv: str, errors: str, kwargs: dict, trust: boo
         sys.exit(1)
 
 
+def _omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is set to a positive integer (the threads of each rank, as under torchrun)."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def launch(nproc: int, kwargs: dict, *, trust: bool = False, timeout_s: float | None = None,
            threads: int | None = None, grace: float = 10.0) -> None:
     """Run :func:`graphdl.train.runner.run` (``kwargs``) in ``nproc`` processes on this machine.
+
+    Each rank runs ``threads`` torch threads (default: ``train.num_threads``, else ``OMP_NUM_THREADS``,
+    else the machine's cores divided among the ranks).
 
     Returns when every rank finished. When one fails, the others get ``grace`` seconds to stop
     on their own (they notice the lost connection), then are terminated; the first failure is
@@ -404,7 +416,7 @@ def launch(nproc: int, kwargs: dict, *, trust: bool = False, timeout_s: float | 
     ctx = _context()
     tmp = tempfile.mkdtemp(prefix="graphdl-ddp-")
     rdv = f"file://{os.path.join(tmp, 'rendezvous')}"
-    threads = threads or max(1, (os.cpu_count() or 1) // nproc)
+    threads = threads or _omp_threads() or max(1, (os.cpu_count() or 1) // nproc)
     args = (nproc, rdv, tmp, dict(kwargs), trust, timeout_s or DEFAULT_TIMEOUT, threads, os.getpid(),
             dict(os.environ), os.getcwd())
     procs = [ctx.Process(target=_child, args=(r, *args), name=f"graphdl-rank{r}") for r in range(nproc)]

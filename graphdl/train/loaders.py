@@ -86,8 +86,8 @@ def train_loader(exp, task, graphs, train_examples, phase, device) -> D.RankLoad
                               seed=tr.seed, mask_key=phase["train"], pin_memory=device.type == "cuda")
     else:
         base = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
-        if tr.steps_per_epoch is not None:
-            base = StepLoader(base, tr.steps_per_epoch)
+    if tr.steps_per_epoch is not None:
+        base = StepLoader(base, tr.steps_per_epoch)
     return D.RankLoader(base, w.rank, w.size)
 
 
