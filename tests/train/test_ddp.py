@@ -63,7 +63,7 @@ from graphdl.nn.base import Block, BlockParams, Signature, register_block
 @register_block("test_fault")
 class Fault(Block):
     """No-op; on rank $GRAPHDL_TEST_FAULT_RANK at training forward $GRAPHDL_TEST_FAULT_CALL it does
-    $GRAPHDL_TEST_FAULT (kill: SIGKILL itself; raise: a DataError), once (a marker file remembers)."""
+    $GRAPHDL_TEST_FAULT (kill: SIGKILL itself; raise: a DataError; hang: sleep), once (a marker file remembers)."""
 
     calls = 0
 
@@ -81,6 +81,9 @@ class Fault(Block):
             open(marker, "w").close()
             if what == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if what == "hang":
+                import time
+                time.sleep(300)
             raise DataError("the fault block refused training batch %d" % Fault.calls)
         return {}
 '''
@@ -183,6 +186,20 @@ def test_a_rank_that_raises_stops_the_other_with_its_line(ddp_dir, reference, mo
     assert str(info.value) == "rank 1: the fault block refused training batch 3"
     assert time.perf_counter() - t0 < reference["seconds"] + 30
     assert not (ddp_dir / "raised" / "metrics.json").exists()
+
+
+def test_a_stuck_rank_stops_the_run_after_the_timeout(ddp_dir, reference, monkeypatch):
+    monkeypatch.setenv("GRAPHDL_TEST_FAULT", "hang")
+    monkeypatch.setenv("GRAPHDL_TEST_FAULT_RANK", "1")
+    monkeypatch.setenv("GRAPHDL_TEST_FAULT_CALL", "3")
+    monkeypatch.setenv("GRAPHDL_TEST_FAULT_MARKER", str(ddp_dir / "hung.marker"))
+    t0 = time.perf_counter()
+    with pytest.raises(DistributedError, match=r"^rank 0 of 2 lost contact with the other ranks: a collective timed "
+                                               r"out after 5 s \(--timeout\): another rank is stuck"):
+        _run(ddp_dir / "spec.yaml", ddp_dir / "hung", nproc=2, timeout=5)
+    # rank 0 gives up after 5 s; the launcher then waits its 10 s grace and stops the stuck rank
+    assert time.perf_counter() - t0 < reference["seconds"] + 5 + 10 + 30
+    assert not (ddp_dir / "hung" / "metrics.json").exists()
 
 
 def test_checks_before_training_fail_once_in_the_launcher(ddp_dir, reference, monkeypatch):
