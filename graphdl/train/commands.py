@@ -18,8 +18,11 @@ RUN_EPILOG = """examples:
                                                                   splits.json is read too)
   graphdl run specs/molecular/gine_freesolv.yaml --out runs/ddp --epochs 2 --nproc 2   two processes (DDP), the
                                                                   spec's batch_size split between them
-  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 --rdzv-id fs \
-    --no-python graphdl run specs/molecular/gine_freesolv.yaml    the same on 2 machines x 4 processes
+  graphdl run specs/sampling/sage_sbm_100k.yaml --out runs/sbm   node classification, neighbour-sampled batches
+
+On several machines, the same run under torchrun (one line per machine, HOST = the first one):
+  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 --rdzv-id fs \\
+    --no-python graphdl run specs/molecular/gine_freesolv.yaml --out runs/fs-8
 
 Writes to --out: spec.yaml (resolved), metrics.json (per epoch and final, split sizes, seed),
 best.pt and last.pt, learning_curve.png, test_predictions.csv, split.json, timing.json, run.json. On a terminal each
