@@ -55,7 +55,8 @@ def run_case(n: int, threads: int, args) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    rec = {"processes": n, "threads": threads, "device": args.device, "wall_s": wall,
+    rec = {"load_average": os.getloadavg(), "processes": n, "threads": threads, "device": args.device,
+           "wall_s": wall,
            "command": " ".join(["graphdl", *cmd[3:]])}
     if proc.returncode != 0:
         rec["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]

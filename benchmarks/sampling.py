@@ -53,7 +53,8 @@ def run_one(spec: str, out: str, args) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    rec = {"spec": spec, "out": out, "log": log, "command": " ".join(cmd[2:]).replace("graphdl.cli", "graphdl", 1),
+    rec = {"load_average": os.getloadavg(), "spec": spec, "out": out, "log": log,
+           "command": " ".join(cmd[2:]).replace("graphdl.cli", "graphdl", 1),
            "peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": wall, "threads": args.threads}
     if proc.returncode != 0:
         with open(log, encoding="utf-8") as f:
