@@ -376,6 +376,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     Data parallel (:mod:`graphdl.train.distributed`): ``nproc=N`` trains in N processes on this
     machine; a process started by torchrun joins its ranks by itself. ``timeout``: seconds a
     collective waits for the other ranks (default :data:`~graphdl.train.distributed.DEFAULT_TIMEOUT`).
+    A script that calls ``run(..., nproc=N)`` needs the ``if __name__ == "__main__":`` guard of any
+    multiprocessing program (the ranks' start-up imports the main module of a script).
 
     Raises:
         SpecError, DataError: before anything is written to ``out``.
