@@ -165,6 +165,9 @@ class WaterParams(DatasetParams):
     particles_per_blob: tuple[PositiveInt, PositiveInt] = (100, 250)
     speed: float = 1.0
     connectivity_radius: PositiveFloat = 0.015
+    backend: Literal["numpy", "taichi"] = "numpy"
+    precision: Literal["float64", "float32"] = "float64"
+    threads: PositiveInt = 1
     sha256: str | None = None
 
     @model_validator(mode="after")
@@ -177,6 +180,9 @@ class WaterParams(DatasetParams):
             raise ValueError(f"`frames` must be at least 3, found {self.frames}")
         if self.bound < 2 or 2 * self.bound + 4 > self.n_grid:
             raise ValueError(f"`bound` ({self.bound} cells) must be >= 2 and leave room inside a grid of {self.n_grid}")
+        if self.backend == "numpy" and (self.precision != "float64" or self.threads != 1):
+            raise ValueError(f"`precision: {self.precision}` and `threads: {self.threads}` are settings of "
+                             f"`backend: taichi`; the numpy backend runs in float64 on one thread")
         return self
 
     def config(self):
@@ -185,7 +191,12 @@ class WaterParams(DatasetParams):
         return MPMConfig(self.n_grid, self.frame_dt, self.substeps, self.bulk_modulus, self.gravity, self.bound)
 
     def generation(self) -> dict:
-        d = self.model_dump(exclude={"graphdl", "type", "name", "description", "sha256", "connectivity_radius"})
+        """The parameters that make the numbers (the cache key). The numpy backend's leave the
+        backend out, so its key and data stay those made before the taichi backend existed."""
+        exclude = {"graphdl", "type", "name", "description", "sha256", "connectivity_radius"}
+        if self.backend == "numpy":
+            exclude |= {"backend", "precision", "threads"}
+        d = self.model_dump(exclude=exclude)
         d["version"] = 1
         return d
 
@@ -194,8 +205,20 @@ def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
     """Simulate every trajectory of every split at once; arrays ``{split}_position``
     ``(Σ N, frames, 2)`` float32, ``{split}_counts`` (particles per trajectory) and the
     parameters as JSON. Trajectory ``k`` of a split draws its blobs from
-    ``default_rng([seed, split number, k])``, so adding trajectories keeps the others."""
-    from graphdl.data.mpm import MPMState, simulate, water_blobs
+    ``default_rng([seed, split number, k])``, so adding trajectories keeps the others.
+
+    ``backend: taichi`` integrates the same initial particles with :mod:`graphdl.data.mpm_taichi`
+    (``precision``, ``threads``); raises :class:`DataError` when Taichi is not installed."""
+    from graphdl.data.mpm import MPMState, water_blobs
+
+    if p.backend == "taichi":
+        from functools import partial
+
+        from graphdl.data.mpm_taichi import simulate
+
+        simulate = partial(simulate, precision=p.precision, threads=p.threads)
+    else:
+        from graphdl.data.mpm import simulate
 
     cfg = p.config()
     sizes = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
@@ -227,7 +250,8 @@ def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
     return out
 
 
-def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_dir) -> tuple[dict, dict]:
+def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_dir,
+                      spec: str | None = None) -> tuple[dict, dict]:
     path = cache_root(cache_dir) / name / f"{name}_{params_key(gen)}.npz"
     generated, seconds = False, 0.0
     if path.exists():
@@ -240,7 +264,7 @@ def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_di
         seconds = time.perf_counter() - t0
         digest = save_npz(path, arrays)
         generated = True
-    check_sha256(digest, expected, path=path, spec=f"dataset `{name}`", generated=generated)
+    check_sha256(digest, expected, path=path, spec=spec or f"dataset `{name}`", generated=generated)
     return arrays, {"cache_file": str(path), "sha256": digest, "generated": generated, "generation_seconds": seconds}
 
 
@@ -259,8 +283,12 @@ class MPMWater(DatasetType):
     def load(cls, params: WaterParams, *, cache_dir=None, base_dir=None) -> Dataset:
         from graphdl.data.mpm import effective_bounds
 
+        name = f"dataset `{params.name or 'mpm_water'}`"
+        if params.backend != "numpy":  # a pinned checksum may be the numpy backend's: say why it can differ
+            name += (f" (backend: {params.backend}, whose numbers differ from the numpy backend's at round-off, "
+                     f"and with `threads` > 1 from run to run)")
         arrays, record = _load_or_generate("mpm_water", params.generation(), lambda: generate_water(params),
-                                           params.sha256, cache_dir)
+                                           params.sha256, cache_dir, spec=name)
         splits = {}
         for split in SPLITS:
             pos, counts = arrays[f"{split}_position"], arrays[f"{split}_counts"]
@@ -270,7 +298,9 @@ class MPMWater(DatasetType):
         cfg = params.config()
         meta = {**record, "bounds": effective_bounds(cfg), "dt": params.frame_dt,
                 "default_connectivity_radius": params.connectivity_radius, "params": params.generation(),
-                "simulator": f"MLS-MPM water, grid {cfg.n_grid}, {cfg.substeps} substeps per frame"}
+                "simulator": f"MLS-MPM water, grid {cfg.n_grid}, {cfg.substeps} substeps per frame, "
+                             f"backend {params.backend}" + ("" if params.backend == "numpy" else
+                                                            f" ({params.precision}, {params.threads} thread(s))")}
         return particle_dataset(splits, meta, source=f"dataset `{params.name or 'mpm_water'}`")
 
 
