@@ -1,24 +1,27 @@
 """The MLS-MPM substep of :mod:`graphdl.data.mpm` as Taichi kernels on the CPU (``backend: taichi``).
 
 The same method, constants, walls and initial particles as the NumPy generator; one kernel
-launch per substep with four parallel loops (clear the grid, P2G, grid update, G2P) over the
-particle and grid arrays, which Taichi reads and writes in place (NumPy arrays passed as
+launch per substep with four loops (clear the grid, P2G, grid update, G2P) over the particle
+and grid arrays, which Taichi reads and writes in place (NumPy arrays passed as
 ``ti.types.ndarray``). Every floating-point expression is written in the NumPy version's
 order, so a particle's contribution and its gather are the same numbers; what differs is the
-order in which P2G's atomic adds sum the contributions into a grid node (NumPy's
-``bincount`` sums stencil-offset-major, Taichi particle-major, and in thread-interleaved
-order with several threads). The two backends therefore agree to round-off over a short
-horizon and drift apart over a long one (MPM water is chaotic: splashes amplify any
-perturbation), so a dataset made with ``backend: taichi`` is its own data set with its own
-cache key, not a faster copy of the NumPy one (``tests/data/test_mpm_taichi.py`` checks the
-agreement).
+order in which P2G sums the contributions into a grid node: NumPy's ``bincount`` sums them
+stencil-offset-major, Taichi particle-major. The two backends therefore agree to round-off,
+not bitwise, and the difference grows with time (slowly while the water flies, faster where
+it splashes: MPM water is chaotic over long horizons), so a dataset made with ``backend:
+taichi`` is its own data set with its own cache key, not a faster copy of the NumPy one
+(``tests/data/test_mpm_taichi.py`` checks the agreement over a short horizon;
+``benchmarks/mpm_backends.py`` reports it over the timed frames).
+
+P2G runs on one thread in particle order (a serial loop, whose adds Taichi compiles as plain
+adds, not atomics: faster than the parallel loop on a few cores), so the numbers are the same
+on every run and for every ``threads``; the grid update and G2P run on ``threads`` threads.
 
 Taichi (``pip install taichi``; the ``sim`` extra) is imported on first use. It keeps one
 global runtime per process: :func:`simulate` calls ``ti.init`` (CPU, the requested float
 precision, ``threads`` worker threads, ``fast_math=False``) when the precision or thread
 count differ from the last call here, which resets any Taichi state other code of the same
-process made. With one thread the atomic adds run in a fixed order and the numbers are the
-same on every run; with more threads they are not bitwise reproducible.
+process made.
 
 **Shapes**: as :func:`graphdl.data.mpm.simulate`: positions ``(frames, P, 2)``.
 """
@@ -73,7 +76,11 @@ def _build_substep(ti):
             gm[n] = 0.0
             gv[n, 0] = 0.0
             gv[n, 1] = 0.0
-        # P2G: momentum m v + (stress + m C) dpos, with stress = −dt 4 E V_p (J − 1) / dx²
+        # P2G: momentum m v + (stress + m C) dpos, with stress = −dt 4 E V_p (J − 1) / dx².
+        # One thread, particle by particle: a fixed order of the sums (the numbers do not depend
+        # on `threads`), and Taichi makes the adds of a serial loop plain adds, not atomics
+        # (on 8,000 particles, one thread: 0.15 ms against 1.1 ms for the parallel loop).
+        ti.loop_config(serialize=True)
         for p in range(J.shape[0]):
             xp0, xp1 = x[p, 0] * inv_dx, x[p, 1] * inv_dx
             b0, b1 = ti.cast(ti.floor(xp0 - 0.5), ti.i32), ti.cast(ti.floor(xp1 - 0.5), ti.i32)
@@ -97,19 +104,21 @@ def _build_substep(ti):
                     gv[node, 0] += weight * (mass * v[p, 0] + a00 * d0 + a01 * d1)
                     gv[node, 1] += weight * (mass * v[p, 1] + a10 * d0 + a11 * d1)
         # grid: momentum to velocity, gravity, slip walls (no outward velocity on the wall nodes)
-        for n in range(gm.shape[0]):
-            m = gm[n]
-            u0, u1 = 0.0, 0.0
-            if m > 0:
-                u0, u1 = gv[n, 0] / m, gv[n, 1] / m
-            u1 = u1 - dt * gravity
-            i, j = n // g % g, n % g
-            if (i < bound and u0 < 0) or (i > g - bound and u0 > 0):
-                u0 = 0.0
-            if (j < bound and u1 < 0) or (j > g - bound and u1 > 0):
-                u1 = 0.0
-            gv[n, 0] = u0
-            gv[n, 1] = u1
+        for row in range(gm.shape[0] // g):  # one row of nodes (trajectory, i) per iteration
+            i = row % g
+            for j in range(g):
+                n = row * g + j
+                m = gm[n]
+                u0, u1 = 0.0, 0.0
+                if m > 0:
+                    u0, u1 = gv[n, 0] / m, gv[n, 1] / m
+                u1 = u1 - dt * gravity
+                if (i < bound and u0 < 0) or (i > g - bound and u0 > 0):
+                    u0 = 0.0
+                if (j < bound and u1 < 0) or (j > g - bound and u1 > 0):
+                    u1 = 0.0
+                gv[n, 0] = u0
+                gv[n, 1] = u1
         # G2P: velocity and affine field C from the nine nodes (summed in NumPy's offset order), then move
         for p in range(J.shape[0]):
             xp0, xp1 = x[p, 0] * inv_dx, x[p, 1] * inv_dx

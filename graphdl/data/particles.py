@@ -192,33 +192,22 @@ class WaterParams(DatasetParams):
 
     def generation(self) -> dict:
         """The parameters that make the numbers (the cache key). The numpy backend's leave the
-        backend out, so its key and data stay those made before the taichi backend existed."""
-        exclude = {"graphdl", "type", "name", "description", "sha256", "connectivity_radius"}
+        backend out, so its key and data stay those made before the taichi backend existed;
+        ``threads`` never changes the numbers (the taichi backend's P2G runs in one order)."""
+        exclude = {"graphdl", "type", "name", "description", "sha256", "connectivity_radius", "threads"}
         if self.backend == "numpy":
-            exclude |= {"backend", "precision", "threads"}
+            exclude |= {"backend", "precision"}
         d = self.model_dump(exclude=exclude)
         d["version"] = 1
         return d
 
 
-def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
-    """Simulate every trajectory of every split at once; arrays ``{split}_position``
-    ``(Σ N, frames, 2)`` float32, ``{split}_counts`` (particles per trajectory) and the
-    parameters as JSON. Trajectory ``k`` of a split draws its blobs from
-    ``default_rng([seed, split number, k])``, so adding trajectories keeps the others.
-
-    ``backend: taichi`` integrates the same initial particles with :mod:`graphdl.data.mpm_taichi`
-    (``precision``, ``threads``); raises :class:`DataError` when Taichi is not installed."""
+def water_initial_state(p: WaterParams):
+    """``(MPMState, counts)``: the initial particles of every trajectory of every split, all in
+    one state (trajectory ids in split order), and ``counts[split]`` the particles per
+    trajectory. Trajectory ``k`` of a split draws its blobs from ``default_rng([seed, split
+    number, k])``, so adding trajectories keeps the others. ``None`` state when there are none."""
     from graphdl.data.mpm import MPMState, water_blobs
-
-    if p.backend == "taichi":
-        from functools import partial
-
-        from graphdl.data.mpm_taichi import simulate
-
-        simulate = partial(simulate, precision=p.precision, threads=p.threads)
-    else:
-        from graphdl.data.mpm import simulate
 
     cfg = p.config()
     sizes = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
@@ -234,10 +223,36 @@ def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
             vs.append(v)
             counts[split].append(len(x))
     n_traj = sum(sizes.values())
+    if not n_traj:
+        return None, counts
+    return MPMState(np.concatenate(xs), np.concatenate(vs), np.concatenate(traj), n_traj), counts
+
+
+def water_simulator(p: WaterParams):
+    """``simulate(state, cfg, frames)`` of ``p.backend``: :func:`graphdl.data.mpm.simulate`, or
+    :func:`graphdl.data.mpm_taichi.simulate` with ``p.precision`` and ``p.threads``."""
+    if p.backend == "taichi":
+        from functools import partial
+
+        from graphdl.data.mpm_taichi import simulate
+
+        return partial(simulate, precision=p.precision, threads=p.threads)
+    from graphdl.data.mpm import simulate
+
+    return simulate
+
+
+def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
+    """Simulate every trajectory of every split at once (:func:`water_initial_state`); arrays
+    ``{split}_position`` ``(Σ N, frames, 2)`` float32, ``{split}_counts`` (particles per
+    trajectory) and the parameters as JSON.
+
+    ``backend: taichi`` integrates the same initial particles with :mod:`graphdl.data.mpm_taichi`
+    (``precision``, ``threads``); raises :class:`DataError` when Taichi is not installed."""
+    state, counts = water_initial_state(p)
     out: dict[str, np.ndarray] = {}
-    if n_traj:
-        state = MPMState(np.concatenate(xs), np.concatenate(vs), np.concatenate(traj), n_traj)
-        pos = simulate(state, cfg, p.frames)  # (T, P, 2)
+    if state is not None:
+        pos = water_simulator(p)(state, p.config(), p.frames)  # (T, P, 2)
         start = 0
         for split in SPLITS:
             n = sum(counts[split])
@@ -285,8 +300,7 @@ class MPMWater(DatasetType):
 
         name = f"dataset `{params.name or 'mpm_water'}`"
         if params.backend != "numpy":  # a pinned checksum may be the numpy backend's: say why it can differ
-            name += (f" (backend: {params.backend}, whose numbers differ from the numpy backend's at round-off, "
-                     f"and with `threads` > 1 from run to run)")
+            name += f" (backend: {params.backend}, whose numbers differ from the numpy backend's at round-off)"
         arrays, record = _load_or_generate("mpm_water", params.generation(), lambda: generate_water(params),
                                            params.sha256, cache_dir, spec=name)
         splits = {}
