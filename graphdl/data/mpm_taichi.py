@@ -19,9 +19,10 @@ on every run and for every ``threads``; the grid update and G2P run on ``threads
 
 Taichi (``pip install taichi``; the ``sim`` extra) is imported on first use. It keeps one
 global runtime per process: :func:`simulate` calls ``ti.init`` (CPU, the requested float
-precision, ``threads`` worker threads, ``fast_math=False``) when the precision or thread
-count differ from the last call here, which resets any Taichi state other code of the same
-process made.
+precision, ``threads`` worker threads, ``fast_math=False``, its compiled-kernel cache under
+graphdl's cache directory, ``$GRAPHDL_CACHE/taichi``) when the precision or thread count
+differ from the last call here, which resets any Taichi state other code of the same process
+made.
 
 **Shapes**: as :func:`graphdl.data.mpm.simulate`: positions ``(frames, P, 2)``.
 """
@@ -35,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from graphdl.data.cache import cache_root
 from graphdl.data.mpm import MPMConfig, MPMState
 from graphdl.errors import DataError
 
@@ -166,7 +168,8 @@ def taichi_runtime(precision: str = "float64", threads: int = 1):
         ti = _import_taichi()
         with contextlib.redirect_stdout(io.StringIO()) as banner:
             ti.init(arch=ti.cpu, default_fp=ti.f64 if precision == "float64" else ti.f32,
-                    cpu_max_num_threads=int(threads), fast_math=False, log_level="warn")
+                    cpu_max_num_threads=int(threads), fast_math=False, log_level="warn",
+                    offline_cache_file_path=str(cache_root() / "taichi"))
         log.debug(banner.getvalue().strip())
         _RUNTIME.update(key=key, ti=ti, substep=_build_substep(ti))
     return _RUNTIME["ti"], _RUNTIME["substep"]
