@@ -1,8 +1,8 @@
 """The MLS-MPM substep of :mod:`graphdl.data.mpm` as Taichi kernels on the CPU (``backend: taichi``).
 
 The same method, constants, walls and initial particles as the NumPy generator; one kernel
-launch per substep with four loops (clear the grid, P2G, grid update, G2P) over the particle
-and grid arrays, which Taichi reads and writes in place (NumPy arrays passed as
+launch per substep with four loops (clear the nodes the last substep wrote, P2G, grid update of
+the nodes with mass, G2P) over the particle and grid arrays, which Taichi reads and writes in place (NumPy arrays passed as
 ``ti.types.ndarray``). Every floating-point expression is written in the NumPy version's
 order, so a particle's contribution and its gather are the same numbers; what differs is the
 order in which P2G sums the contributions into a grid node: NumPy's ``bincount`` sums them
@@ -71,13 +71,17 @@ def _build_substep(ti):
     arr = ti.types.ndarray()
 
     @ti.kernel
-    def substep(x: arr, v: arr, C: arr, J: arr, traj: arr, gm: arr, gv: arr, cells: arr,
+    def substep(x: arr, v: arr, C: arr, J: arr, traj: arr, gm: arr, gv: arr, cells: arr, node0: arr,
                 g: ti.i32, bound: ti.i32, dt: float, dx: float, inv_dx: float, inv_dx2: float,
                 mass: float, volume: float, bulk_modulus: float, gravity: float):
-        for n in range(gm.shape[0]):
-            gm[n] = 0.0
-            gv[n, 0] = 0.0
-            gv[n, 1] = 0.0
+        # clear what the last substep wrote: the nine nodes of each particle's last stencil
+        # (`node0`, −1 for none; the grid starts zero), not the whole, mostly empty, grid
+        for p in range(J.shape[0]):
+            if node0[p] >= 0:
+                for i, j in ti.static(ti.ndrange(3, 3)):
+                    gm[node0[p] + i * g + j] = 0.0
+                    gv[node0[p] + i * g + j, 0] = 0.0
+                    gv[node0[p] + i * g + j, 1] = 0.0
         # P2G: momentum m v + (stress + m C) dpos, with stress = −dt 4 E V_p (J − 1) / dx².
         # One thread, particle by particle: a fixed order of the sums (the numbers do not depend
         # on `threads`), and Taichi makes the adds of a serial loop plain adds, not atomics
@@ -88,6 +92,7 @@ def _build_substep(ti):
             b0, b1 = ti.cast(ti.floor(xp0 - 0.5), ti.i32), ti.cast(ti.floor(xp1 - 0.5), ti.i32)
             ti.atomic_min(cells[0], ti.min(b0, b1))
             ti.atomic_max(cells[1], ti.max(b0, b1))
+            node0[p] = -1
             if b0 >= 0 and b1 >= 0 and b0 <= g - 3 and b1 <= g - 3:  # else: reported, never written out of bounds
                 fx0, fx1 = xp0 - b0, xp1 - b1
                 w0 = ti.Vector([0.5 * (1.5 - fx0) ** 2, 0.75 - (fx0 - 1.0) ** 2, 0.5 * (fx0 - 0.5) ** 2])
@@ -98,6 +103,7 @@ def _build_substep(ti):
                 a10 = mass * C[p, 1, 0]
                 a11 = stress + mass * C[p, 1, 1]
                 base = (traj[p] * g + b0) * g + b1
+                node0[p] = base
                 for i, j in ti.static(ti.ndrange(3, 3)):
                     weight = w0[i] * w1[j]
                     d0, d1 = (i - fx0) * dx, (j - fx1) * dx
@@ -105,22 +111,23 @@ def _build_substep(ti):
                     gm[node] += weight * mass
                     gv[node, 0] += weight * (mass * v[p, 0] + a00 * d0 + a01 * d1)
                     gv[node, 1] += weight * (mass * v[p, 1] + a10 * d0 + a11 * d1)
-        # grid: momentum to velocity, gravity, slip walls (no outward velocity on the wall nodes)
+        # grid: momentum to velocity, gravity, slip walls (no outward velocity on the wall nodes).
+        # Empty nodes keep velocity 0 where NumPy's have −dt g: a particle reads an empty node
+        # only with weight 0, so the sums G2P forms are the same numbers.
         for row in range(gm.shape[0] // g):  # one row of nodes (trajectory, i) per iteration
             i = row % g
             for j in range(g):
                 n = row * g + j
                 m = gm[n]
-                u0, u1 = 0.0, 0.0
                 if m > 0:
                     u0, u1 = gv[n, 0] / m, gv[n, 1] / m
-                u1 = u1 - dt * gravity
-                if (i < bound and u0 < 0) or (i > g - bound and u0 > 0):
-                    u0 = 0.0
-                if (j < bound and u1 < 0) or (j > g - bound and u1 > 0):
-                    u1 = 0.0
-                gv[n, 0] = u0
-                gv[n, 1] = u1
+                    u1 = u1 - dt * gravity
+                    if (i < bound and u0 < 0) or (i > g - bound and u0 > 0):
+                        u0 = 0.0
+                    if (j < bound and u1 < 0) or (j > g - bound and u1 > 0):
+                        u1 = 0.0
+                    gv[n, 0] = u0
+                    gv[n, 1] = u1
         # G2P: velocity and affine field C from the nine nodes (summed in NumPy's offset order), then move
         for p in range(J.shape[0]):
             xp0, xp1 = x[p, 0] * inv_dx, x[p, 1] * inv_dx
@@ -195,6 +202,7 @@ def simulate(s: MPMState, cfg: MPMConfig, frames: int, *, precision: str = "floa
     gm = np.zeros(s.num_traj * g * g, dtype)
     gv = np.zeros((s.num_traj * g * g, 2), dtype)
     cells = np.zeros(2, np.int32)
+    node0 = np.full(len(x), -1, np.int32)
     consts = (g, cfg.bound, cfg.dt, cfg.dx, float(g), float(g * g), cfg.particle_volume * cfg.density,
               cfg.particle_volume, cfg.bulk_modulus, cfg.gravity)
     out = np.empty((frames,) + s.x.shape)
@@ -202,7 +210,7 @@ def simulate(s: MPMState, cfg: MPMConfig, frames: int, *, precision: str = "floa
     for f in range(1, frames):
         cells[:] = (np.iinfo(np.int32).max, np.iinfo(np.int32).min)
         for _ in range(cfg.substeps):
-            substep(x, v, C, J, traj, gm, gv, cells, *consts)
+            substep(x, v, C, J, traj, gm, gv, cells, node0, *consts)
         if len(x) and (cells[0] < 0 or cells[1] > g - 3):
             raise DataError(f"an MPM particle left the grid (cell {int(cells[0])}..{int(cells[1])} of 0..{g - 1}); "
                             f"lower the initial speeds or raise `substeps`")

@@ -124,7 +124,8 @@ def test_grid_mass_is_the_particles_mass():
     g, P = cfg.n_grid, len(x)
     mass = cfg.particle_volume * cfg.density
     gm, gv, cells = np.zeros(2 * g * g), np.zeros((2 * g * g, 2)), np.array([2 ** 31 - 1, -2 ** 31], np.int32)
-    kernel(x.copy(), v.copy(), np.zeros((P, 2, 2)), np.ones(P), traj.astype(np.int32), gm, gv, cells,
+    node0 = np.full(P, -1, np.int32)  # no nodes to clear: the grid starts zero
+    kernel(x.copy(), v.copy(), np.zeros((P, 2, 2)), np.ones(P), traj.astype(np.int32), gm, gv, cells, node0,
            g, cfg.bound, cfg.dt, cfg.dx, float(g), float(g * g), mass, cfg.particle_volume, cfg.bulk_modulus,
            cfg.gravity)
     base, weight, _ = _stencil(x, cfg)
