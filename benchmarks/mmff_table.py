@@ -52,7 +52,11 @@ def baselines(dataset_spec: str = os.path.join(ROOT, "datasets", "mmff_conformer
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="*", default=[], help="run directories (graphdl run --out DIR)")
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap, device=None)  # tabulates files and a baseline: no device work to place
     args = ap.parse_args(argv)
+    print(benchmarking.banner())
     base = baselines()
     rows = [("model", "epochs", "wall s", "test energy MAE", "test energy RMSE", "test force MAE", "test force RMSE")]
     b = base["mean energy / zero forces"]
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(rows[0]))
     for r in rows[1:]:
         print("| " + " | ".join(r) + " |")
+    benchmarking.write_json(args.json, {"args": vars(args), "baselines": base, "rows": rows})
     return 0
 
 
