@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.base import Block, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.nn.mlp import MLP, ActName, BatchNorm1d, activation
 from graphdl.ops import CSR, segment_max, segment_sum, spmm
@@ -336,6 +336,7 @@ class GCN(Block):
         add_self_loops: bool | None = None
         improved: bool = False
         edge_weight: str | None = None
+        lowering: DGLLowering = "auto"
 
         @field_validator("edge_weight")
         @classmethod
@@ -398,6 +399,8 @@ class GCN(Block):
         return hit  # type: ignore[return-value]
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         w = f[p.edge_weight].reshape(-1) if p.edge_weight is not None else None
@@ -447,6 +450,7 @@ class SAGE(Block):
         project: bool = False
         root_weight: bool = True
         normalize: bool = False
+        lowering: DGLLowering = "auto"
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -466,6 +470,8 @@ class SAGE(Block):
         return "gather + segment max" if self._reduce == "max" else f"spmm {self._reduce} (CSR)"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         xs = torch.relu(self.lin(x)) if self.lin is not None else x
@@ -513,6 +519,7 @@ class _GINParams(ConvParams):
     last_act: bool = False
     eps: float = 0.0
     train_eps: bool = False
+    lowering: DGLLowering = "auto"
 
 
 class _GINBase(Block):
@@ -562,6 +569,8 @@ class GIN(_GINBase):
         return "spmm sum (CSR)" if self.p.train_eps else "spmm over A+(1+eps)I (CSR)"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         if p.train_eps:
@@ -624,6 +633,8 @@ class GINE(_GINBase):
         return "gather + segment sum"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         e = f[p.edge_input]
@@ -679,6 +690,7 @@ class GatedGCN(Block):
         skip: bool = True
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         eps: float = Field(1e-6, ge=0.0)
+        lowering: DGLLowering = "auto"
 
         _v_e = field_validator("edge_input")(_check_key)
 
@@ -746,6 +758,8 @@ class GatedGCN(Block):
         return "gather + segment sum"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         m = p.out_dim
@@ -824,6 +838,7 @@ class MoNet(Block):
         separate_gaussians: bool = False
         aggr: Literal["mean", "sum", "max"] = "mean"
         root_weight: bool = True
+        lowering: DGLLowering = "auto"
 
         @field_validator("pseudo")
         @classmethod
@@ -874,6 +889,8 @@ class MoNet(Block):
         return u
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         u = self.pseudo_coords(g, f, x.dtype)

@@ -83,8 +83,9 @@ def _defined_dir(spec: Spec, path: tuple) -> str:
 
 def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
             device: str | None = None, batch_size: int | None = None, limit: int | None = None,
-            steps_per_epoch: int | None = None) -> Experiment:
-    """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
+            lowering: str | None = None, steps_per_epoch: int | None = None) -> Experiment:
+    """Parse, type-check and resolve an experiment spec, applying command-line overrides
+    (``lowering="dgl"``: see :func:`graphdl.compile.plan_spec`; it is written into the resolved spec)."""
     spec = source if isinstance(source, Spec) else parse_spec(source)
     doc = spec.doc
     for key in ("task", "dataset"):
@@ -92,7 +93,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
             example = {"task": "`task: {type: regression, target: graph.y}`",
                        "dataset": "`dataset: {spec: ../../datasets/freesolv.yaml}`"}[key]
             raise doc.error((), f"`graphdl run` needs a `{key}:` section, e.g. {example}")
-    plan = plan_spec(spec)
+    plan = plan_spec(spec, lowering=lowering)
     train = spec.sections.get("train") or TrainSection()
     updates: dict[str, Any] = {}
     if epochs is not None:
@@ -303,7 +304,8 @@ def _write_json(path: str, data: dict) -> None:
 # -------------------------------------------------------------------------------- run
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
-        progress: Progress | None = None, overwrite: bool = False, steps_per_epoch: int | None = None) -> dict:
+        progress: Progress | None = None, overwrite: bool = False, lowering: str | None = None,
+        steps_per_epoch: int | None = None) -> dict:
     """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
 
     ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
@@ -316,7 +318,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     t_start = time.perf_counter()
     progress = progress or Progress()
     exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
-                  steps_per_epoch=steps_per_epoch)
+                  lowering=lowering, steps_per_epoch=steps_per_epoch)
     tr = exp.train
     doc = exp.spec.doc
     if tr.num_threads:
