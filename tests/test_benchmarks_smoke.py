@@ -28,8 +28,11 @@ COVERED_ELSEWHERE = {
     "benchmarks/gns_table.py": "tests/simulate/test_gns_scripts.py",  # needs a trained run: that test trains one
     "benchmarks/ipa.py": "tests/test_ipa_benchmark.py",
     "benchmarks/molecular_full_runs.py": "tests/train/test_specs_single_atom.py",  # trains a spec end to end
+    # README lines `python benchmarks/X.py ...`, run by tests/test_readme.py with BENCH_TINY appended
+    "benchmarks/nbody.py": "README.md",
+    "benchmarks/nbody_table.py": "README.md",
 }
-"""Script -> the test that runs it at a tiny size."""
+"""Script -> the test (or the executed README) that runs it at a tiny size."""
 
 NO_DEVICE = {
     "benchmarks/mmff_table.py": "tabulates metrics files and a mean-energy baseline: no model runs on a device",
@@ -57,7 +60,8 @@ def test_every_script_has_tiny_arguments(script):
 def test_scripts_covered_elsewhere_are_still_run_there(script):
     test_file = ROOT / COVERED_ELSEWHERE[script]
     assert test_file.exists(), f"{script} is said to be run by {test_file}, which does not exist"
-    assert os.path.basename(script) in test_file.read_text(), f"{test_file} no longer runs {script}"
+    needle = f"python {script}" if test_file.name == "README.md" else os.path.basename(script)
+    assert needle in test_file.read_text(), f"{test_file} no longer runs {script}"
     proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
                           cwd=ROOT, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -80,3 +84,32 @@ def test_script_runs_tiny_with_banner_and_json(script, tmp_path):
     m = data["machine"]
     assert m["threads"] >= 1 and m["torch"] and m["load_average"] and m["device"] == "cpu", m
     assert len(data) > 1, f"{script} wrote only the machine to --json: {data}"
+
+
+def test_gpu_check_script_parses_and_its_commands_exist():
+    """``benchmarks/gpu_check.sh`` cannot run here (no GPU): its shell syntax is checked with
+    ``bash -n`` and every command it would run (``DRY_RUN=1``) names an existing test file or
+    benchmark script, and only options that script's ``--help`` lists."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=dict(_env(), DRY_RUN="1"),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    benches = [ln.split()[1:] for ln in lines if " benchmarks/" in ln]
+    assert {b[0] for b in benches} >= {"benchmarks/pyg_layers.py", "benchmarks/kernels.py", "benchmarks/nbody.py"}
+    for ln in lines:
+        if " -m pytest " in ln:
+            paths = [w for w in ln.split() if w.startswith("tests/")]
+            assert paths and all((ROOT / p).exists() for p in paths), ln
+    helps = {}
+    for argv in benches:
+        name = argv[0]
+        assert (ROOT / name).exists(), name
+        if name not in helps:
+            helps[name] = subprocess.run([sys.executable, str(ROOT / name), "--help"], capture_output=True,
+                                         text=True, cwd=ROOT, env=_env(), timeout=300).stdout
+        flags = [w for w in argv[1:] if w.startswith("--")]
+        missing = [f for f in flags if f not in helps[name]]
+        assert not missing and "--device" in flags and "--json" in flags, (name, missing, flags)
