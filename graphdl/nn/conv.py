@@ -378,7 +378,7 @@ def gcn_norm(
         loop_w = w.index_select(0, last.clamp(min=0)) if e else w.new_zeros(n)
         diag = torch.where(has_loop, loop_w, torch.full_like(loop_w, fill))
         w = w.masked_fill(is_loop, 0.0)
-    deg = segment_sum(w, dst, n, _csr_pair(g)[0].rowptr)
+    deg = segment_sum(w, dst, n, g.csr().rowptr)  # the row CSR only: a cold batch builds no transpose here
     if diag is not None:
         deg = deg + diag
     dinv = deg.pow(-0.5)
