@@ -218,6 +218,7 @@ def floor_fn(ours: nn.Module, g: Graph, xs: Tensor, out_dim: int) -> Callable[[]
     width (``graphdl.ops.spmm`` on the cached CSR, forward and backward: one gather + scatter at
     memory bandwidth). Edge-row matmuls (GINE's edge projection, GatedGCN's edge gates) are left
     out, so the floor is a lower bound for edge-feature layers."""
+    from graphdl.nn.conv import _csr_pair
     from graphdl.ops import spmm
 
     lins = [m for m in ours.modules() if isinstance(m, nn.Linear)]
@@ -225,7 +226,7 @@ def floor_fn(ours: nn.Module, g: Graph, xs: Tensor, out_dim: int) -> Callable[[]
     gen = torch.Generator().manual_seed(2)
     inputs = [torch.randn(n, m.in_features, generator=gen).to(xs.device).requires_grad_(True) for m in lins]
     h0 = torch.randn(n, out_dim, generator=gen).to(xs.device).requires_grad_(True)
-    csr, csr_t = g.csr(), g.csr_t()
+    csr, csr_t = _csr_pair(g)  # the 32-bit-index CSR pair the layers use (MKL's fastest product)
 
     def run():
         dense = sum(m(inp).sum() for m, inp in zip(lins, inputs))  # each matmul and its two backward matmuls
