@@ -39,7 +39,8 @@ def test_fused_matches_reference_and_gradchecks(eps, edges):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
     # gradcheck's defaults (atol 1e-5, rtol 1e-3) over O(1) Jacobians; measured error ~1e-10 (round-off/1e-6 step)
     assert torch.autograd.gradcheck(fused, ins)
-    assert torch.autograd.gradgradcheck(fused, ins)
+    if eps is not None and edges:  # the double-backward path is one code path for all four cases; check it once
+        assert torch.autograd.gradgradcheck(fused, ins)
     # the aggregate alone (no gradient through the edge output) takes the materialize_grads=False path
     assert torch.autograd.gradcheck(lambda *t: fused(*t)[0], ins)
 
