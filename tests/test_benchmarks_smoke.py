@@ -28,6 +28,8 @@ COVERED_ELSEWHERE = {
     "benchmarks/gns_table.py": "tests/simulate/test_gns_scripts.py",  # needs a trained run: that test trains one
     "benchmarks/ipa.py": "tests/test_ipa_benchmark.py",
     "benchmarks/molecular_full_runs.py": "tests/train/test_specs_single_atom.py",  # trains a spec end to end
+    "benchmarks/ddp.py": "tests/test_scale_benchmarks.py",  # trains a spec in 1 and 2 processes
+    "benchmarks/sampling.py": "tests/test_scale_benchmarks.py",  # trains a sampled spec
     # README lines `python benchmarks/X.py ...`, run by tests/test_readme.py with BENCH_TINY appended
     "benchmarks/nbody.py": "README.md",
     "benchmarks/nbody_table.py": "README.md",
