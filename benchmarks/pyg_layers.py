@@ -31,6 +31,7 @@ Add a layer by adding an entry to :data:`CASES` (see :class:`Case`).
     python benchmarks/pyg_layers.py --cases gcn gin --nodes 10000 --edges 100000
     python benchmarks/pyg_layers.py --threads 2           # match the reference machine
     python benchmarks/pyg_layers.py --no-dgl              # PyG only
+    python benchmarks/pyg_layers.py --device cuda --no-dgl --json pyg_cuda.json   # on a GPU (DGL: CPU build)
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,7 +49,8 @@ from torch import Tensor, nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphdl.data.graph import Graph  # noqa: E402  (after the sys.path line above)
+from graphdl import benchmarking  # noqa: E402  (after the sys.path line above)
+from graphdl.data.graph import Graph  # noqa: E402
 from graphdl.nn.base import BLOCKS, block_lowerings, load_builtin_blocks  # noqa: E402
 
 
@@ -182,9 +183,56 @@ def _graph(edge_index: Tensor, n: int) -> Graph:
 
 
 def _step(fn: Callable[[], Tensor], grad: Tensor) -> float:
-    t0 = time.perf_counter()
-    fn().backward(grad)
-    return time.perf_counter() - t0
+    return benchmarking.timed(lambda: fn().backward(grad), grad.device)
+
+
+def build_cost(edge_index: Tensor, n: int, repeats: int) -> dict[str, float]:
+    """Median ms of what a cold step pays before any layer runs: the CSR of a fresh batch
+    (``Graph.csr``: edges already sorted by destination), its transpose (``Graph.csr_t``: a sort
+    by source) and the symmetric GCN normalisation ``deg^-1/2`` of both ends of every edge."""
+    device = edge_index.device
+
+    def csr():
+        _graph(edge_index, n).csr()
+
+    def csr_t():
+        _graph(edge_index, n).csr_t()
+
+    def norm():
+        g = _graph(edge_index, n)
+        deg = g.in_degree().to(torch.float32) + 1  # + the self-loop
+        d = deg.rsqrt()
+        return d[g.src] * d[g.dst]
+
+    out = {}
+    for k, fn in (("csr", csr), ("csr_t", csr_t), ("gcn_norm", norm)):
+        fn()
+        out[k] = statistics.median(benchmarking.timed(fn, device) for _ in range(max(repeats, 1))) * 1e3
+    out["total"] = sum(out.values())
+    return out
+
+
+def floor_fn(ours: nn.Module, g: Graph, xs: Tensor, out_dim: int) -> Callable[[], Tensor]:
+    """The unavoidable work of a layer, as one step: every ``nn.Linear`` of the block applied to
+    ``N`` rows (its dense matmuls) plus one sum-aggregation pass over the edges of the output
+    width (``graphdl.ops.spmm`` on the cached CSR, forward and backward: one gather + scatter at
+    memory bandwidth). Edge-row matmuls (GINE's edge projection, GatedGCN's edge gates) are left
+    out, so the floor is a lower bound for edge-feature layers."""
+    from graphdl.nn.conv import _csr_pair
+    from graphdl.ops import spmm
+
+    lins = [m for m in ours.modules() if isinstance(m, nn.Linear)]
+    n = xs.size(0)
+    gen = torch.Generator().manual_seed(2)
+    inputs = [torch.randn(n, m.in_features, generator=gen).to(xs.device).requires_grad_(True) for m in lins]
+    h0 = torch.randn(n, out_dim, generator=gen).to(xs.device).requires_grad_(True)
+    csr, csr_t = _csr_pair(g)  # the 32-bit-index CSR pair the layers use (MKL's fastest product)
+
+    def run():
+        dense = sum(m(inp).sum() for m, inp in zip(lins, inputs))  # each matmul and its two backward matmuls
+        return spmm(csr, h0, None, "sum", csr_t) + dense
+
+    return run
 
 
 def _dgl_graph(edge_index: Tensor, n: int, loops: bool):
@@ -196,21 +244,22 @@ def _dgl_graph(edge_index: Tensor, n: int, loops: bool):
 
 
 def run_case(name: str, case: Case, edge_index: Tensor, x: Tensor, out_dim: int,
-             repeats: int, warmup: int, with_dgl: bool = True) -> dict:
+             repeats: int, warmup: int, with_dgl: bool = True, with_pyg: bool = True) -> dict:
     load_builtin_blocks()
     n, d_in = x.shape
     torch.manual_seed(0)
     fields = {"node.h": d_in} if case.edge_dim is None else {"node.h": d_in, "edge.e": case.edge_dim}
     params = {"out_dim": out_dim, **case.params}
-    ours = BLOCKS[case.block].build(params, fields)
+    device = x.device
+    ours = BLOCKS[case.block].build(params, fields).to(device)
     xs = x.clone().requires_grad_(True)
     g = _graph(edge_index, n)
     gen = torch.Generator().manual_seed(1)
-    grad = torch.randn(n, ours.sig.writes["node.h"].dim, generator=gen)
+    grad = torch.randn(n, ours.sig.writes["node.h"].dim, generator=gen).to(device)
     inputs = {"node.h": xs}
     extra: tuple[Tensor, ...] = ()
     if case.edge_dim is not None:
-        inputs["edge.e"] = torch.randn(edge_index.size(1), case.edge_dim, generator=gen)
+        inputs["edge.e"] = torch.randn(edge_index.size(1), case.edge_dim, generator=gen).to(device)
         extra = (inputs["edge.e"],)
 
     def run_ours():
@@ -219,14 +268,14 @@ def run_case(name: str, case: Case, edge_index: Tensor, x: Tensor, out_dim: int,
     def run_ours_cold():
         return ours(_graph(edge_index, n), inputs)["node.h"]
 
-    fns = {"ours": run_ours, "cold": run_ours_cold}
+    fns = {"ours": run_ours, "cold": run_ours_cold, "floor": floor_fn(ours, g, xs, grad.size(1))}
     modules = [ours]
-    if case.pyg is not None:
-        theirs = case.pyg(d_in, out_dim)
+    if with_pyg and case.pyg is not None:
+        theirs = case.pyg(d_in, out_dim).to(device)
         modules.append(theirs)
         fns["pyg"] = lambda: theirs(xs, edge_index, *extra)
     if with_dgl and case.dgl is not None:
-        peer = case.dgl(d_in, out_dim)
+        peer = case.dgl(d_in, out_dim).to(device)
         if case.dgl_copy is not None:
             with torch.no_grad():
                 case.dgl_copy(ours, peer)
@@ -243,7 +292,7 @@ def run_case(name: str, case: Case, edge_index: Tensor, x: Tensor, out_dim: int,
         fns["dgl"] = lambda: first(peer(dg, xs, *e_dgl))
         fns["dgl_cold"] = lambda: first(peer(_dgl_graph(edge_index, n, case.dgl_loops), xs, *e_dgl))
     if with_dgl and "dgl" in block_lowerings(BLOCKS[case.block]):
-        lowered = BLOCKS[case.block].build({**params, "lowering": "dgl"}, fields)
+        lowered = BLOCKS[case.block].build({**params, "lowering": "dgl"}, fields).to(device)
         lowered.load_state_dict(ours.state_dict())
         modules.append(lowered)
         g_low = _graph(edge_index, n)
@@ -262,11 +311,7 @@ def run_case(name: str, case: Case, edge_index: Tensor, x: Tensor, out_dim: int,
     return {"name": name, **med, "best": best, "reference": case.reference_ms}
 
 
-def load_average() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
+load_average = benchmarking.load_average
 
 
 def _ms(r: dict, k: str) -> str:
@@ -292,15 +337,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-dgl", action="store_true", help="leave out the DGL columns")
+    ap.add_argument("--no-pyg", action="store_true", help="leave out the PyG columns")
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.all:
         args.cases = list(CASES)
     if args.threads:
         torch.set_num_threads(args.threads)
-    import torch_geometric
-
-    with_dgl = not args.no_dgl
-    versions = f"torch {torch.__version__}, torch_geometric {torch_geometric.__version__}"
+    device = benchmarking.resolve_device(args.device)
+    with_dgl, with_pyg = not args.no_dgl, not args.no_pyg
     if with_dgl:
         import warnings
 
@@ -308,23 +353,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         with warnings.catch_warnings():  # the graphbolt notice: the benchmark samples nothing
             warnings.simplefilter("ignore")
-            versions += f", dgl {load_dgl().__version__}"
+            load_dgl()
     edge_index, x = random_graph(args.nodes, args.edges, args.dim)
-    print(f"graph: {args.nodes:,} nodes, {args.edges:,} edges, {args.dim} -> {args.dim} features, float32, CPU")
-    print(f"{versions}, {torch.get_num_threads()} threads, load average before: {load_average()}")
-    print(f"forward + backward (input grad included), median of {args.repeats} after {args.warmup} warm-up steps\n")
+    edge_index, x = edge_index.to(device), x.to(device)
+    peers = ("torch_geometric",) * with_pyg + ("dgl",) * with_dgl
+    print(benchmarking.banner(device, peers))
+    print(f"graph: {args.nodes:,} nodes, {args.edges:,} edges, {args.dim} -> {args.dim} features, float32, {device}")
+    print(f"forward + backward (input grad included), median of {args.repeats} after {args.warmup} warm-up steps")
+    build = build_cost(edge_index, args.nodes, args.repeats)
+    print(f"cold-step build cost per batch (ms, median): CSR {build['csr']:.2f}, its transpose {build['csr_t']:.2f}, "
+          f"GCN normalisation {build['gcn_norm']:.2f}; total {build['total']:.2f}\n")
     head = (f"{'layer':<11} {'PyG ms':>8} {'ours ms':>8} {'cold ms':>8} {'ratio':>7} {'cold':>7}"
-            f"   {'best: ratio':>11} {'cold':>6}")
+            f"   {'best: ratio':>11} {'cold':>6}   {'floor ms':>8} {'ours/fl':>7}")
     if with_dgl:
         head += f"   {'DGL ms':>8} {'DGLcold':>8} {'DGL/ours':>8} {'cold':>7} {'low ms':>8} {'low/ours':>8}"
     print(head)
     print("-" * len(head))
     rows = []
     for name in args.cases:
-        r = run_case(name, CASES[name], edge_index, x, args.dim, args.repeats, args.warmup, with_dgl)
+        r = run_case(name, CASES[name], edge_index, x, args.dim, args.repeats, args.warmup, with_dgl, with_pyg)
         rows.append(r)
         line = (f"{name:<11} {_ms(r, 'pyg')} {_ms(r, 'ours')} {_ms(r, 'cold')} {_ratio(r, 'pyg', 'ours')} "
-                f"{_ratio(r, 'pyg', 'cold')}   {_best(r, 'pyg', 'ours'):>11} {_best(r, 'pyg', 'cold')}")
+                f"{_ratio(r, 'pyg', 'cold')}   {_best(r, 'pyg', 'ours'):>11} {_best(r, 'pyg', 'cold')}   "
+                f"{_ms(r, 'floor')} {_ratio(r, 'ours', 'floor')}")
         if with_dgl:
             line += (f"   {_ms(r, 'dgl')} {_ms(r, 'dgl_cold')} {_ratio(r, 'dgl', 'ours'):>8} "
                      f"{_ratio(r, 'dgl_cold', 'cold')} {_ms(r, 'lowering')} {_ratio(r, 'lowering', 'ours'):>8}")
@@ -332,11 +383,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\nload average after: {load_average()}")
     print("ms: medians. ratio = PyG / ours (> 1: ours faster); cold = a fresh batch each step (CSR, its "
           "transpose and\nnormalisation rebuilt); best = ratio of the fastest steps (least disturbed by "
-          "other load on the machine)")
+          "other load on the machine)\nfloor = the block's dense matmuls on N rows + one sum gather/scatter "
+          "pass over the edges (forward+backward); ours/fl = ours ms / floor ms")
     if with_dgl:
         print("DGL: the dgl.nn layer (same weights where the layers are equal), cached DGLGraph; DGLcold: a fresh "
               "DGLGraph each step;\nDGL/ours = DGL ms / ours ms (> 1: ours faster); low = graphdl's block with "
               "`lowering: dgl` (cached DGLGraph)")
+    benchmarking.write_json(args.json, {"args": vars(args), "build_ms": build, "rows": rows}, device, peers)
     return rows
 
 
