@@ -7,7 +7,11 @@ its key is ``"<space>.<name>"`` (``node.h``, ``edge.e``, ``graph.u``). Its type 
 * :class:`Irreps`: an O(3) representation in e3nn notation, ``1o`` (a vector, e.g.
   positions) or ``16x0e + 8x1o + 4x2e``;
 * :class:`Frame`: a rigid frame (rotation + translation), stored as ``(N, 4, 3)``: the
-  rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3.
+  rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3;
+* :class:`Index` ``(num_classes)``: one category id per row (a token of a text, an atom
+  type), written ``index(V)`` in a spec and stored as an integer tensor ``(N,)`` with values
+  in ``[0, V)``. Blocks cannot compute with it until an ``embedding`` block maps it to
+  ``Scalar`` channels.
 
 Parsing lives here too (``parse_type``) and needs no e3nn import.
 """
@@ -110,6 +114,40 @@ VECTOR = Irreps(((1, 1, -1),))
 
 
 @dataclass(frozen=True)
+class Index(FieldType):
+    """One category id per row in ``[0, num_classes)``: an integer tensor ``(rows,)``.
+
+    Written ``index(V)`` in a spec (``node.tok: index(103)``). Ids are labels, so they are
+    unchanged by rotations (``invariant``), but they are not numbers a linear map may read:
+    every block but ``embedding`` refuses them at compile time.
+    """
+
+    num_classes: int
+
+    def __post_init__(self):
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"an index type needs a positive number of classes, found `{self.num_classes}`; "
+                             f"write e.g. `index(103)`")
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    @property
+    def invariant(self) -> bool:
+        return True
+
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    def __str__(self) -> str:
+        return f"index({self.num_classes})"
+
+
+_INDEX_RE = re.compile(r"^index\s*\(\s*(\d+)\s*\)$")
+
+
+@dataclass(frozen=True)
 class Frame(FieldType):
     """A rigid frame per node: rotation ``R`` (3x3) and translation ``t`` (3)."""
 
@@ -125,7 +163,7 @@ class Frame(FieldType):
 
 
 def parse_type(value) -> FieldType:
-    """Parse a type as written in a spec: ``64``, ``"1o"``, ``"16x0e + 4x1o"``, ``"frame"``."""
+    """Parse a type as written in a spec: ``64``, ``"1o"``, ``"16x0e + 4x1o"``, ``"frame"``, ``"index(103)"``."""
     if isinstance(value, FieldType):
         return value
     if isinstance(value, bool):
@@ -138,6 +176,12 @@ def parse_type(value) -> FieldType:
         text = value.strip()
         if text == "frame":
             return Frame()
+        m = _INDEX_RE.match(text)
+        if m:
+            return Index(int(m.group(1)))
+        if text.startswith("index"):
+            raise ValueError(f"`{text}` is not an index type; write `index(V)` with V the number of categories, "
+                             f"e.g. `index(103)`")
         if text.isdigit():
             return parse_type(int(text))
         if text in ("vector", "position", "pos"):
@@ -145,7 +189,7 @@ def parse_type(value) -> FieldType:
         return Irreps.parse(text)
     raise ValueError(
         f"expected a field type (a positive dim like 64, irreps like `1o` or `8x0e + 4x1o`, "
-        f"or `frame`), found {type(value).__name__} `{value}`"
+        f"`frame` or `index(V)`), found {type(value).__name__} `{value}`"
     )
 
 
@@ -177,6 +221,12 @@ class FieldTable(dict):
         t = self.need(key, block)
         if isinstance(t, Scalar):
             return t.size
+        if isinstance(t, Index):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}reads real-valued channels, but `{key}` holds category ids "
+                f"({t}); map them to vectors first with `{{type: embedding, input: {key}, output: node.h, "
+                f"dim: 64}}`"
+            )
         if isinstance(t, Irreps) and t.invariant:
             return t.dim
         raise InferenceError(

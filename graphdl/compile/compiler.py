@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from graphdl.data.graph import Graph
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
+from graphdl.ops.neighbors import SOURCE_GRAPH, build_graph
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
-from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
+from graphdl.types import VECTOR, FieldTable, FieldType, Index, Irreps, Scalar, split_key
 
 
 @dataclass
@@ -264,12 +265,16 @@ class GraphModel(nn.Module):
         Conversion (documented, the one graphdl makes): a 1-D field ``(N,)`` for an input
         declared with one channel (``node.x: 1``; what ``from_networkx`` gives for a scalar
         attribute) is read as ``(N, 1)`` by :meth:`forward`. Everything else must match.
+        An ``index(V)`` input must be one integer id per row, ``(N,)``; on a CPU batch its ids
+        are checked to lie in ``[0, V)`` (a min/max over the ids; on CUDA that would be a host
+        sync, and an out-of-range id fails inside the embedding instead).
 
         Raises:
             DataError: one line naming the field, what was found and what the spec expects:
                 a missing field, another trailing shape, integers or complex numbers where
-                features are real, or a floating dtype other than the model's (e.g. a float64
-                array into a float32 model).
+                features are real, real numbers or out-of-range ids where category ids are
+                declared, or a floating dtype other than the model's (e.g. a float64 array into
+                a float32 model).
         """
         if g.num_nodes == 0:
             raise DataError("the batch has no nodes (an empty graph); drop empty graphs from the dataset")
@@ -279,6 +284,9 @@ class GraphModel(nn.Module):
                 have = ", ".join(sorted(g.fields)) or "none"
                 raise DataError(f"the batch lacks input field `{k}` declared in the spec (batch fields: {have})")
             v = g.fields[k]
+            if isinstance(t, Index):
+                _check_index_input(k, v, t)
+                continue
             shape = tuple(v.shape[1:])
             want = t.shape()
             if shape != want and not (len(want) == 1 and shape == () and want == (1,)):
@@ -287,7 +295,7 @@ class GraphModel(nn.Module):
             if not v.is_floating_point():
                 raise DataError(f"input field `{k}` holds {str(v.dtype).removeprefix('torch.')} values, but `{k}: {t}` "
                                 f"is a real-valued feature; convert it with `.float()` (or declare it as the model's "
-                                f"dtype)")
+                                f"dtype; category ids are declared `{k}: index(V)` and read by an `embedding` block)")
             if dtype is not None and v.dtype != dtype:
                 have, need = str(v.dtype).removeprefix("torch."), str(dtype).removeprefix("torch.")
                 raise DataError(f"input field `{k}` is {have} but the model's parameters are {need}; convert the "
@@ -317,11 +325,10 @@ class GraphModel(nn.Module):
         if gs.kind == "given":
             out = g
         else:
-            from graphdl.ops import neighbors
-
-            out = neighbors.build_graph(g, gs)
+            out = build_graph(g, gs)
         if gs.self_loops:
             out = out.add_self_loops()
+        out._cache[SOURCE_GRAPH] = g  # blocks that read the dataset's own bonds (Graphormer's distances)
         out._cache["prepared_for"] = key
         g._cache["prepared_graph"] = (key, names, stamp, versions, out)
         return out
@@ -411,6 +418,21 @@ class GraphModel(nn.Module):
                          f"(conservative; create_graph while training, so force losses train the energy)")
         lines.append(f"total parameters: {total:,}")
         return "\n".join(lines)
+
+
+def _check_index_input(k: str, v: Tensor, t: Index) -> None:
+    """An ``index(V)`` input: integer ids ``(N,)`` in ``[0, V)`` (range checked on CPU only)."""
+    if v.dim() != 1:
+        raise DataError(f"input field `{k}` has shape {tuple(v.shape)}, but `{k}: {t}` is one category id per row, "
+                        f"shape (rows,); squeeze the trailing axis")
+    if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+        raise DataError(f"input field `{k}` holds {str(v.dtype).removeprefix('torch.')} values, but `{k}: {t}` is "
+                        f"integer category ids; convert it with `.long()`")
+    if v.device.type == "cpu" and v.numel():
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= t.num_classes:
+            raise DataError(f"input field `{k}` holds ids from {lo} to {hi}, but `{k}: {t}` allows 0..{t.num_classes - 1}; "
+                            f"declare the full vocabulary size or map unknown ids to a reserved one")
 
 
 def build(plan: Plan) -> GraphModel:

@@ -64,7 +64,7 @@ class BuildContext:
     """What a block may know about the model it sits in, beyond its fields.
 
     Attributes:
-        graph_kind: ``given``, ``complete``, ``radius`` or ``knn``.
+        graph_kind: ``given``, ``complete``, ``causal``, ``radius`` or ``knn``.
         self_loops: whether the graph builder adds self-loops.
         num_nodes_hint: fixed node count per graph when the dataset declares one (N-body: 5).
     """

@@ -5,6 +5,7 @@ never connects nodes of different graphs, never makes self-loops, and returns
 ``edge_index (2, E)`` (row 0 source, row 1 destination) sorted by destination, then source.
 
 * ``complete_graph``: every ordered pair ``(j -> i)``, ``j ≠ i``, of the same graph.
+* ``causal_graph``: ``(j -> i)`` for ``j < i`` within each graph (node order is sequence order).
 * ``radius_graph``: pairs with ``‖x_i − x_j‖ < cutoff``, found with a cell list (cells of
   side ``cutoff``, or larger for a tiny cutoff in a large box; each node only looks at its own and the 26 adjacent cells), so memory is
   O(N · neighbours), never an N×N distance matrix. ``max_neighbors`` keeps, per destination,
@@ -14,7 +15,9 @@ never connects nodes of different graphs, never makes self-loops, and returns
 
 :func:`build_graph` applies a :class:`~graphdl.spec.model.GraphSpec` to a
 :class:`~graphdl.data.Graph`; edge fields of the given graph are carried over to the new
-edges joining the same pair, and are zero on new pairs.
+edges joining the same pair, and are zero on new pairs. The new graph remembers the one it
+was built from (:func:`source_graph`), so a block on a complete graph can still read the
+dataset's bonds (Graphormer's shortest-path distances and degrees).
 
 Shapes: ``pos (N, D)``, ``batch (N,)`` int64 sorted (nodes of a graph contiguous),
 result ``(2, E)`` int64.
@@ -28,6 +31,13 @@ from torch import Tensor
 from graphdl.errors import DataError
 
 _CHUNK = 1 << 22  # entries of a knn distance chunk
+SOURCE_GRAPH = "source_graph"
+"""Cache key under which a built graph keeps the graph it was built from."""
+
+
+def source_graph(g):
+    """The graph ``g`` was built from by :func:`build_graph` (the dataset's own edges), or ``g``."""
+    return g._cache.get(SOURCE_GRAPH, g)
 
 
 def _counts_ptr(batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
@@ -58,6 +68,28 @@ def complete_graph(batch: Tensor, num_graphs: int | None = None) -> Tensor:
     k = torch.arange(dst.numel(), device=device) - start[dst]  # 0..deg-1
     local = torch.arange(n, device=device) - ptr[batch]
     src = ptr[batch[dst]] + k + (k >= local[dst]).long()
+    return torch.stack([src, dst])
+
+
+def causal_graph(batch: Tensor, num_graphs: int | None = None) -> Tensor:
+    """Pairs ``j -> i`` with ``j < i`` within each graph (graph nodes contiguous), sorted by (dst, src).
+
+    Node ``i`` at position ``l`` of its graph gets the ``l`` sources ``ptr_b .. i − 1``; the first
+    node of every graph gets none. Add self-loops for ``j <= i`` (a decoder's mask).
+    Shapes: ``batch (N,)`` -> ``(2, E)`` with ``E = Σ_b n_b (n_b − 1) / 2``.
+    """
+    n = batch.numel()
+    device = batch.device
+    if n == 0:
+        return torch.zeros(2, 0, dtype=torch.long, device=device)
+    if num_graphs is None:
+        num_graphs = int(batch.max()) + 1
+    _, ptr = _counts_ptr(batch, num_graphs)
+    local = torch.arange(n, device=device) - ptr[batch]  # (N,) sources of each destination
+    dst = torch.repeat_interleave(torch.arange(n, device=device), local)
+    start = torch.cumsum(local, 0) - local
+    k = torch.arange(dst.numel(), device=device) - start[dst]
+    src = ptr[batch[dst]] + k
     return torch.stack([src, dst])
 
 
@@ -202,6 +234,8 @@ def build_graph(g, spec):
         return g
     if kind == "complete":
         ei = complete_graph(g.batch, g.num_graphs)
+    elif kind == "causal":
+        ei = causal_graph(g.batch, g.num_graphs)
     else:
         if spec.positions not in g.fields:
             have = ", ".join(sorted(g.fields)) or "none"
@@ -217,10 +251,11 @@ def build_graph(g, spec):
                 raise DataError("graph kind `knn` needs `graph.k` (neighbours per node)")
             ei = knn_graph(pos, g.batch, int(spec.k))
         else:
-            raise DataError(f"unknown graph kind `{kind}`; expected given, complete, radius or knn")
+            raise DataError(f"unknown graph kind `{kind}`; expected given, complete, causal, radius or knn")
     fields = _carry_edge_fields(g, ei)
     out = Graph(ei, g.num_nodes, fields, batch=g.batch, num_graphs=g.num_graphs, sort=False, validate=False)
+    out._cache[SOURCE_GRAPH] = source_graph(g)
     return out
 
 
-__all__ = ["build_graph", "complete_graph", "knn_graph", "radius_graph"]
+__all__ = ["SOURCE_GRAPH", "build_graph", "causal_graph", "complete_graph", "knn_graph", "radius_graph", "source_graph"]

@@ -189,9 +189,9 @@ def spec_schema(*, references: bool = True) -> dict:
         **section_props,
     }
     defs["field_type"] = {
-        "description": "a positive dim (`64`), irreps (`1o`, `16x0e + 8x1o`), `vector` or `frame`",
+        "description": "a positive dim (`64`), irreps (`1o`, `16x0e + 8x1o`), `vector`, `frame` or `index(V)`",
         "anyOf": [{"type": "integer", "minimum": 1},
-                  {"type": "string", "pattern": r"^\s*(\d+|frame|vector|pos|position|"
+                  {"type": "string", "pattern": r"^\s*(\d+|frame|vector|pos|position|index\s*\(\s*\d+\s*\)|"
                                                 r"(\d+\s*x\s*)?\d+[eo](\s*\+\s*(\d+\s*x\s*)?\d+[eo])*)\s*$"}],
     }
     schema: dict = {
