@@ -503,16 +503,13 @@ can run as dense blocks (:func:`dense_attention`)."""
 def dense_reason(kind: str, self_loops: bool, has_bias: bool) -> str:
     """What :func:`dense_attention` does on this graph, in words (for ``graphdl describe``)."""
     if kind == "causal" and self_loops and not has_bias:
-        return ("dense SDPA with is_causal (causal graph + self-loops: the lower triangle of each padded "
-                "block; padding needs no mask)")
-    what = {("complete", True): "every key of the query's graph",
-            ("complete", False): "every other key of the query's graph (diagonal masked)",
-            ("causal", True): "keys j <= i of the query's graph (causal mask)",
-            ("causal", False): "keys j < i of the query's graph (strict causal mask; the first node gets 0)"}
-    out = f"dense SDPA over padded per-graph blocks: {what[(kind, self_loops)]}"
-    if kind == "complete":
-        out += "; key-padding mask when graph sizes differ"
-    return out + ("; edge bias as an additive mask" if has_bias else "")
+        return "dense SDPA is_causal (causal graph + self-loops; padding needs no mask)"
+    what = {("complete", True): "complete graph + self-loops; key-padding mask when sizes differ",
+            ("complete", False): "complete graph, diagonal masked; key-padding mask when sizes differ",
+            ("causal", True): "causal mask j <= i",
+            ("causal", False): "strict causal mask j < i; a first node gets 0"}
+    bias = "; edge bias as additive mask" if has_bias else ""
+    return f"dense SDPA over padded per-graph blocks ({what[(kind, self_loops)]}{bias})"
 
 
 def _dense_pairs(g, idx: Tensor, m: int) -> Tensor:

@@ -98,12 +98,11 @@ def _plan_attention(cls_name: str, p, fields, ctx: BuildContext) -> tuple[int, d
                              f"message-passing graph only when `graph.kind` is complete or causal (found `{kind}`); "
                              f"use `lowering: auto` or `sparse`")
     if p.lowering == "sparse":
-        return d, reads, "sparse", "sparse: per-edge logits + segment softmax + CSR product (asked for: " \
-                                   "`lowering: sparse`)"
+        return d, reads, "sparse", "sparse: edge logits + segment softmax + CSR product (`lowering: sparse`)"
     if kind in DENSE_KINDS:
         return d, reads, "dense", dense_reason(kind, ctx.self_loops, bool(p.attn_bias))
-    return d, reads, "sparse", (f"sparse: per-edge logits + segment softmax + CSR product (graph kind `{kind}` "
-                                f"is not complete or causal)")
+    return d, reads, "sparse", (f"sparse: edge logits + segment softmax + CSR product (graph kind `{kind}` is "
+                                f"not complete or causal)")
 
 
 @register_block("multihead_attention")

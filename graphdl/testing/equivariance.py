@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from graphdl.data.graph import Graph
-from graphdl.types import FieldType, Irreps, Scalar, parse_type, split_key
+from graphdl.types import FieldType, Index, Irreps, Scalar, parse_type, split_key
 
 CHECKS = ("rotation", "reflection", "translation", "permutation")
 
@@ -72,7 +72,7 @@ def irreps_matrix(t: Irreps, rot: Tensor) -> Tensor:
 
 
 def _act(x: Tensor, t: FieldType, rot: Tensor, shift: Tensor | None) -> Tensor:
-    if isinstance(t, Scalar) or (isinstance(t, Irreps) and t.invariant):
+    if isinstance(t, (Scalar, Index)) or (isinstance(t, Irreps) and t.invariant):
         return x
     if isinstance(t, Irreps):
         y = x @ (rot.T if t.is_vector else irreps_matrix(t, rot).T.to(x.dtype))
@@ -111,7 +111,7 @@ def random_graph_for(fields: Mapping[str, FieldType], sizes=(4, 5, 7), *, degree
     """A batch of random graphs holding every field of ``fields`` (key -> type, or a spec type like ``"1o"``).
 
     Each node gets ``degree`` random in-edges from its own graph (no self-loops). Positions
-    (``1o``) are ``scale · N(0, 1)``.
+    (``1o``) are ``scale · N(0, 1)``; ``index(V)`` fields uniform ids in ``[0, V)``.
     """
     g = torch.Generator().manual_seed(seed)
     sizes = list(sizes)
@@ -130,6 +130,9 @@ def random_graph_for(fields: Mapping[str, FieldType], sizes=(4, 5, 7), *, degree
         t = parse_type(t)
         space = split_key(k)[0]
         rows = {"node": n, "edge": e, "graph": len(sizes)}[space]
+        if isinstance(t, Index):  # category ids, uniform over the classes
+            data[k] = torch.randint(0, t.num_classes, (rows,), generator=g)
+            continue
         std = scale if isinstance(t, Irreps) and t.is_vector else 1.0
         data[k] = torch.randn((rows,) + t.shape(), generator=g, dtype=torch.float64).to(dtype) * std
     return Graph(pairs, n, data, batch=batch, num_graphs=len(sizes))
