@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "Block", "BlockParams", "BuildContext", "CheckpointError", "DataError", "FieldTable",
-    "Frame", "Graph", "GraphDLError", "GraphModel", "InferenceError", "Index", "Irreps", "KernelUnavailableError",
+    "Frame", "Graph", "GraphDLError", "GraphModel", "Index", "InferenceError", "Irreps", "KernelUnavailableError",
     "Scalar", "Signature", "SpecError", "VECTOR", "collate", "compile_spec", "load_spec", "parse_spec",
     "parse_type", "plan_spec", "register_block", "trusted_imports",
 ]
