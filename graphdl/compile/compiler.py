@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from graphdl.data.graph import Graph
-from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.ops.neighbors import SOURCE_GRAPH, build_graph
 from graphdl.spec.loader import format_path
@@ -239,6 +239,9 @@ class GraphModel(nn.Module):
         self._residual = [s.entry.residual for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
+        self.check_finite = False
+        """Debug mode (one host sync per block): raise :class:`NonFiniteError` naming the first
+        block whose output is NaN or inf. The runner turns it on only to search a failed step."""
 
     @property
     def spec(self) -> Spec:
@@ -342,12 +345,26 @@ class GraphModel(nn.Module):
         return self._stack(g, f)
 
     def _stack(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.check_finite:
+            self._raise_nonfinite("the input", f)
         for i, idx in enumerate(self._order):
             writes = self.blocks[idx](g, f)
             if self._residual[i]:
                 writes = {k: v + f[k] for k, v in writes.items()}
+            if self.check_finite:
+                s = self.plan.steps[i]
+                self._raise_nonfinite(f"{s.where} ({s.label})", writes)
             f.update(writes)
         return {k: f[k] for k in self._outputs if k in f}
+
+    @staticmethod
+    def _raise_nonfinite(where: str, fields: dict[str, Tensor]) -> None:
+        for k, v in fields.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                what = "nan" if bool(torch.isnan(v).any()) else "inf"
+                if where == "the input":
+                    raise NonFiniteError(f"the batch's input field `{k}` holds {what}")
+                raise NonFiniteError(f"{where} wrote {what} into `{k}`")
 
     def _forward_forces(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
         """Outputs plus ``F = −∂(Σ_graphs E)/∂x`` (graphs are independent, so row i of F is the
@@ -373,6 +390,8 @@ class GraphModel(nn.Module):
                 grad = torch.autograd.grad(energy, pos, grad_outputs=torch.ones_like(energy), create_graph=create,
                                            retain_graph=grad_on, allow_unused=True)[0]
             forces = -grad if grad is not None else torch.zeros_like(pos)
+            if self.check_finite:
+                self._raise_nonfinite("the autograd forces (−∂E/∂positions)", {fp.output: forces})
         out[fp.output] = forces
         if not grad_on:
             out = {k: v.detach() for k, v in out.items()}

@@ -22,7 +22,6 @@ killed run finishes with the same metrics as one that was never interrupted.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -36,14 +35,15 @@ import yaml
 from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
 from graphdl.data.cache import atomic_write
 from graphdl.data.loader import GraphLoader
-from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
 from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
-from graphdl.train.rundir import RunDir, check_out, open_run_dir
+from graphdl.train.rundir import RunDir, check_out, open_run_dir, register_artefact
 from graphdl.train.sections import TrainSection, dataset_parts
 from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks
 from graphdl.train.tasks import TASKS, Task
@@ -188,17 +188,29 @@ def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> 
 
 
 # ----------------------------------------------------------------------------- epochs
+class _Diverged(Exception):
+    """Raised by :func:`run_epoch` when its watch saw a non-finite loss or parameter."""
+
+    def __init__(self, step: int):
+        self.step = step  # first bad step (0-based), or -1 when only the parameters showed it
+
+
 def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, device, grad_clip, progress,
               epoch: int, epochs: int) -> float:
-    """One pass over the training batches; returns the row-weighted mean loss."""
+    """One pass over the training batches; returns the row-weighted mean loss.
+
+    Raises:
+        _Diverged: a loss or a parameter went non-finite (read every ``CHECK_EVERY`` steps and
+            at the end; see :mod:`graphdl.train.nonfinite`).
+    """
     model.train()
     task.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = 0
+    watch = Watch(device)
     for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
         batch = batch.to(device)
-        out = model(batch)
-        loss = task.loss(out, batch)
+        loss = task.train_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -206,16 +218,31 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
         opt.step()
         if sched.per_step:
             sched.scheduler.step()
+        watch.step(i, loss)
         n = task.rows(batch)
         total += loss.detach().double() * n
         rows += n
+        if (i + 1) % CHECK_EVERY == 0 and (bad := watch.failed(model)) is not None:
+            raise _Diverged(bad)
         if progress.bars and i % 5 == 0:
             progress.loss(float(total) / max(rows, 1))
+    if (bad := watch.failed(model)) is not None:
+        raise _Diverged(bad)
     return float(total) / max(rows, 1)
 
 
+def _check_eval(model, task, data: EvalSet, result: dict, what: str, epoch: int | None) -> None:
+    """Stop on a non-finite evaluation loss, naming the batch and block (metrics such as r2 may be NaN)."""
+    loss = result.get("loss")
+    if loss is None or math.isfinite(loss):
+        return
+    where = search_eval(model, task, data.batches) or "not located (the forward passes were finite when re-run)"
+    at = f" after epoch {epoch}" if epoch is not None else ""
+    raise NonFiniteError(f"the {what} loss is {loss}{at}; {where}")
+
+
 class EvalSet:
-    """A split's graphs collated once, in order, on the device (reused every epoch: the CSR and
+    """A split's dataset graphs collated once, in order, on the device (reused every epoch: the CSR and
     other per-batch caches are built once too). Drawing nothing from torch's generator (the
     loader gets a seed), it leaves the training's random stream as it was."""
 
@@ -232,25 +259,8 @@ class EvalSet:
 
 def evaluate(model: GraphModel, task: Task, data: EvalSet, row_mask: str | None = None) -> tuple[dict, dict]:
     """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions."""
-    model.eval()
-    task.eval()
-    if not data.index:
-        return {}, {}
     task.row_mask = row_mask
-    parts: dict[str, list] = {}
-    total, rows = 0.0, 0
-    ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
-    with ctx:
-        for batch, ids in data.batches:
-            out = model(batch)
-            n = task.rows(batch)
-            total += float(task.loss(out, batch).detach()) * n
-            rows += n
-            for k, v in task.collect(out, batch, ids).items():
-                parts.setdefault(k, []).append(v.detach().cpu())
-    collected = {k: torch.cat(v) for k, v in parts.items()}
-    result = {"loss": total / max(rows, 1), **task.metrics(collected)}
-    return result, collected
+    return task.evaluate(model, data)
 
 
 def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
@@ -265,30 +275,6 @@ def _write_json(path: str, data: dict) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, allow_nan=True)
         f.write("\n")
-
-
-def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
-    meta = dataset.meta or {}
-    rows_of = meta.get("rows")
-    smiles = meta.get("smiles")
-    mol_of = meta.get("molecule_of_graph")  # several graphs (conformers) per molecule
-    if smiles is not None and mol_of is not None:
-        smiles = [smiles[m] for m in mol_of]
-    index = table.pop("index")
-    header = ["row"] + (["node"] if "node" in table else []) + (["smiles"] if smiles is not None else [])
-    node = table.pop("node", None)
-    header += list(table)
-    with atomic_write(path, "w") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        for j, i in enumerate(index):
-            row: list = [rows_of[i] if rows_of is not None else i]
-            if node is not None:
-                row.append(node[j])
-            if smiles is not None:
-                row.append(smiles[i])
-            row += [f"{v:.6g}" if isinstance(v, float) else v for k, v in ((k, table[k][j]) for k in table)]
-            w.writerow(row)
 
 
 # -------------------------------------------------------------------------------- run
@@ -360,6 +346,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
     # every check passed: only now is anything written (see graphdl.train.rundir)
+    for name in task.artefacts:
+        register_artefact(name)
     rd = open_run_dir(out, overwrite=overwrite, held=held)
     if rd.staged:
         progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run finishes")
@@ -383,12 +371,13 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     model = build(exp.plan)
     graphs = dataset.graphs
     task.row_mask = phase["train"]
-    task.fit([graphs[i] for i in split["train"]])
+    train_examples = task.examples(graphs, split["train"], training=True)
+    task.fit(train_examples)
     model.to(dev)
     task.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(tr.optimizer, model.parameters())
-    train_loader = GraphLoader([graphs[i] for i in split["train"]], tr.batch_size, shuffle=True, seed=tr.seed)
+    train_loader = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
     sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
                           monitor_higher=task.monitor_higher)
     eval_bs = tr.eval_batch_size or tr.batch_size
@@ -424,9 +413,16 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch - 1)
         task.row_mask = phase["train"]
-        train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
+        start = snapshot(model, task, opt, sched)
+        try:
+            train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch,
+                                   tr.epochs)
+        except _Diverged as d:
+            _stop_diverged(d, model, task, train_loader, opt, sched, tr.grad_clip, dev, start, epoch, rd, state)
         evaluated = epoch % tr.eval_every == 0 or epoch == tr.epochs
         val = evaluate(model, task, val_set, phase["val"])[0] if evaluated else {}
+        if evaluated:
+            _check_eval(model, task, val_set, val, "validation", epoch)
         value = val.get(task.monitor) if has_val and evaluated else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
@@ -475,9 +471,10 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
-    final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
-    if collected:
-        _write_predictions(rd.path("test_predictions.csv"), task.table(collected), dataset)
+    test_set = EvalSet(graphs, split["test"], eval_bs, dev)
+    final_test, collected = evaluate(model, task, test_set, phase["test"])
+    _check_eval(model, task, test_set, final_test, "test", None)
+    task.write_artefacts(rd.path, collected, dataset)
     metrics = {
         "spec": exp.name,
         "spec_digest": run_digest,
@@ -501,6 +498,23 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
+                   rd: RunDir, state: dict) -> None:
+    """Locate a non-finite training step by replaying the epoch, then stop with one line."""
+    where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step)
+    if where is None:
+        where = (f"batch {d.step + 1} of {len(loader)} (the replay did not reproduce it: the run is not "
+                 f"deterministic here)" if d.step >= 0 else "not located by the replay")
+    if rd.staged:
+        kept = f"{rd.out} keeps the earlier run unchanged"
+    elif state["epoch"]:
+        kept = f"the weights after epoch {state['epoch']} are in {rd.path('last.pt')}"
+    else:
+        kept = "no epoch finished"
+    raise NonFiniteError(f"training stopped in epoch {epoch}, {where}; {kept}. Lower `train.optimizer.lr`, set "
+                         f"`train.grad_clip`, or check that batch's inputs")
 
 
 def _write_text(path: str, text: str) -> None:

@@ -17,8 +17,8 @@ pytest.importorskip("rdkit")
 from graphdl.compile.compiler import build, compile_spec
 from graphdl.data.graph import collate
 from graphdl.spec.model import parse_spec_text
-from graphdl.train.energy_forces import EnergyForces, EnergyForcesParams
 from graphdl.train.runner import make_task, prepare
+from graphdl.train.tasks.energy_forces import EnergyForces, EnergyForcesParams
 from graphdl.types import VECTOR, Scalar
 
 ROOT = Path(__file__).resolve().parents[2]

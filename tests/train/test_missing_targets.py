@@ -14,8 +14,6 @@ from graphdl.train import metrics as M
 from graphdl.train.progress import Progress
 from graphdl.train.runner import run
 
-from conftest import write_csv
-
 
 def _rows(freesolv_rows, n=48):
     out = []
@@ -66,7 +64,7 @@ def test_a_row_with_every_label_missing_is_invalid(tiny, tmp_path, freesolv_rows
 
 
 def test_masked_regression_loss_and_gradient_ignore_missing_cells():
-    from graphdl.train.tasks import _observed_mean
+    from graphdl.train.tasks.base import _observed_mean
 
     pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     y = torch.tensor([[0.0, float("nan")], [1.0, 1.0]])

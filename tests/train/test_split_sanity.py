@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from conftest import write_csv
 
 from graphdl.errors import DataError, SpecError
 from graphdl.train.progress import Progress
 from graphdl.train.runner import run
 from graphdl.train.splits import RandomSplit, ScaffoldSplit, check_split_sizes, murcko_scaffold
-
-from conftest import write_csv
 
 
 def _run(spec, tmp_path):

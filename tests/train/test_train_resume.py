@@ -14,7 +14,6 @@ import torch
 from graphdl.errors import CheckpointError
 
 
-
 def graphdl(*args, wait=True):
     cmd = [sys.executable, "-m", "graphdl.cli", *args, "--trust"]  # the spec imports sleep_block.py
     if not wait:

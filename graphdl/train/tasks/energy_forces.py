@@ -36,7 +36,7 @@ from torch import Tensor
 
 from graphdl.errors import InferenceError, did_you_mean
 from graphdl.ops.segment import segment_sum
-from graphdl.train.tasks import Task, TaskParams, register_task
+from graphdl.train.tasks.base import Task, TaskParams, register_task
 from graphdl.types import VECTOR, Irreps, Scalar, split_key
 
 METRICS = ("energy_mae", "energy_rmse", "force_mae", "force_rmse")
