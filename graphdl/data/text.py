@@ -6,7 +6,7 @@ them). Fields:
 
 * ``node.tok``: ``index(V)``, the id of each character in the vocabulary (the sorted set of
   characters of the whole text; ``meta["vocabulary"]`` lists them);
-* ``node.y``: ``(N, 1)`` float, the id of the *next* character (the target of a next-token
+* ``node.y``: ``index(V)``, the id of the *next* character (the target of a next-token
   node-level ``classification`` task with ``num_classes: V``; its ``bits_per_token`` metric
   is then bits per character).
 
@@ -36,18 +36,21 @@ from pydantic import Field, PositiveInt, model_validator
 from graphdl.data.graph import Graph
 from graphdl.data.registry import Dataset, DatasetParams, DatasetType, register_dataset
 from graphdl.errors import DataError
-from graphdl.types import Index, Scalar
+from graphdl.types import Index
 
 
 class CharTextParams(DatasetParams):
     """``source`` (``pydoc_topics``) or ``path`` (a UTF-8 file); ``context``: characters per
-    sequence; ``val_fraction``: the final share of the text held out; ``sha256`` of the text."""
+    sequence; ``val_fraction``: the final share of the text held out; ``sha256`` of the whole
+    text; ``max_characters``: keep only the first N characters (quick trials; the split and the
+    vocabulary are then of those)."""
 
     source: Literal["pydoc_topics"] | None = None
     path: str | None = None
     context: PositiveInt = 256
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     sha256: str | None = None
+    max_characters: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _v_source(self):
@@ -108,6 +111,8 @@ class CharText(DatasetType):
             raise DataError(f"char_text: the text of {origin} has sha256 {digest}, but the dataset spec records "
                             f"{p.sha256}; it differs from the text the spec was written for (another Python "
                             f"release?): check it, then update `sha256` in the dataset spec")
+        if p.max_characters is not None:
+            text = text[:p.max_characters]
         if len(text) < 4:
             raise DataError(f"char_text: the text of {origin} has {len(text)} characters; it needs at least 4")
         vocab = sorted(set(text))
@@ -123,7 +128,7 @@ class CharText(DatasetType):
         for part, (lo, hi) in (("train", (0, cut)), ("val", (cut, len(text)))):
             for a, b in char_windows(ids, lo, hi, p.context):
                 n = b - a
-                fields = {"node.tok": ids[a:b].clone(), "node.y": ids[a + 1:b + 1].to(torch.float32).unsqueeze(1)}
+                fields = {"node.tok": ids[a:b].clone(), "node.y": ids[a + 1:b + 1].clone()}
                 splits[part].append(len(graphs))
                 starts.append(a)
                 graphs.append(Graph(None, n, fields, validate=False))
@@ -131,7 +136,7 @@ class CharText(DatasetType):
         v = len(vocab)
         return Dataset(
             graphs,
-            {"node.tok": Index(v), "node.y": Scalar(1)},
+            {"node.tok": Index(v), "node.y": Index(v)},
             ["node.y"],
             splits,
             {"source": origin, "sha256": digest, "characters": len(text), "cut": cut, "vocabulary": vocab,
