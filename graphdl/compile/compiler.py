@@ -326,11 +326,13 @@ class GraphModel(nn.Module):
                 and len(hit[2]) == len(stamp) and all(a is b for a, b in zip(hit[2], stamp))):
             return hit[4]
         if gs.kind == "given":
-            out = g
+            out = g.add_self_loops() if gs.self_loops else g
+        elif gs.kind in ("complete", "causal"):
+            out = build_graph(g, gs, self_loops=gs.self_loops)  # loops placed in order: no re-sort
         else:
             out = build_graph(g, gs)
-        if gs.self_loops:
-            out = out.add_self_loops()
+            if gs.self_loops:
+                out = out.add_self_loops()
         out._cache[SOURCE_GRAPH] = g  # blocks that read the dataset's own bonds (Graphormer's distances)
         out._cache["prepared_for"] = key
         g._cache["prepared_graph"] = (key, names, stamp, versions, out)

@@ -1,0 +1,162 @@
+"""Speed of the transformer spec: our encoder stack vs ``nn.TransformerEncoder``, and dense vs sparse.
+
+1. **Training step** (forward + backward): a compiled spec of ``layers`` ×
+   ``transformer_encoder_layer`` (``graph: {kind: complete, self_loops: true}``, dense SDPA
+   lowering) against ``nn.TransformerEncoder`` of the same layers (``batch_first``), same
+   weights, on ``batch`` sequences of ``tokens`` tokens, ``dim`` channels. Our time includes
+   making the message-passing graph of each new batch (``GraphModel.prepare``), which a
+   training loop pays once per batch; the batches differ in object, not in data.
+2. **Inference** (``torch.no_grad``, eval): the same pair, where torch takes its fast path
+   (``torch._transformer_encoder_layer_fwd``, one fused kernel per layer) when it applies.
+3. **Dense vs sparse lowering**: the same spec compiled with ``lowering: sparse`` (per-edge
+   logits over the ``batch · tokens²`` edges of the complete graphs, segment softmax, CSR
+   product) against the dense default, training step.
+
+Each timing is the median of ``--iters`` runs after one warm-up, the two sides of a comparison
+alternating (so a shared machine's load hits both alike), in one process, CPU
+(``--threads`` torch threads, default 1: on a shared CPU, OpenMP barriers of 2+ threads wait on
+other jobs). Timed assertions do not belong in tests; this
+script prints ratios. Goals (issue 11): our stack within 10% of PyTorch's encoder; dense at
+least 5x faster than sparse at 256 tokens.
+
+    python benchmarks/transformer.py                       # 32 x 256 tokens, d 256, 4 layers, 4 heads
+    python benchmarks/transformer.py --batch 2 --tokens 16 --dim 32 --layers 1 --iters 1   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from graphdl.compile import compile_spec  # noqa: E402
+from graphdl.data.graph import Graph, collate  # noqa: E402
+
+
+def spec(dim: int, heads: int, ff: int, layers: int, lowering: str = "auto") -> dict:
+    return {"graphdl": 1, "name": f"encoder-{lowering}", "inputs": {"node.h": dim},
+            "graph": {"kind": "complete", "self_loops": True},
+            "model": {"layers": [{"type": "transformer_encoder_layer", "repeat": layers, "heads": heads, "ff_dim": ff,
+                                  "dropout": 0.0, "lowering": lowering}]}}
+
+
+def torch_encoder(dim: int, heads: int, ff: int, layers: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(dim, heads, ff, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=True)
+
+
+def copy_weights(ours, ref: nn.TransformerEncoder) -> None:
+    sd = {}
+    for i, layer in enumerate(ref.layers):
+        sd.update({f"blocks.{i}.{k}": v for k, v in layer.state_dict().items()})
+    ours.load_state_dict(sd)
+
+
+def paired_times(fa, fb, iters: int) -> tuple[float, float]:
+    """Median seconds of ``fa`` and ``fb``, run alternately (a shared machine's load hits both alike)."""
+    fa()  # warm-up (allocator, kernels)
+    fb()
+    ta, tb = [], []
+    for _ in range(iters):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--ff", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared CPU makes OpenMP barriers slow)")
+    ap.add_argument("--skip-sparse", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b, t, d = args.batch, args.tokens, args.dim
+    ours = compile_spec(spec(d, args.heads, args.ff, args.layers))
+    ref = torch_encoder(d, args.heads, args.ff, args.layers)
+    copy_weights(ours, ref)
+    x = torch.randn(b, t, d)
+    grad = torch.randn(b, t, d)
+
+    def batch() -> Graph:  # a new batch object (the graph is built per batch), same data
+        return collate([Graph(None, t, {"node.h": x[i]}) for i in range(b)])
+
+    def ours_step(model):
+        def step():
+            g = batch()
+            g.fields["node.h"].requires_grad_(True)
+            out = model(g)["node.h"]
+            out.backward(grad.reshape(b * t, d))
+            model.zero_grad(set_to_none=True)
+        return step
+
+    def ref_step():
+        xi = x.clone().requires_grad_(True)
+        ref(xi).backward(grad)
+        ref.zero_grad(set_to_none=True)
+
+    with torch.no_grad():
+        g = batch()
+        diff = (ours.eval()(g)["node.h"] - ref.eval()(x).reshape(b * t, d)).abs().max().item()
+    ours.train()
+    ref.train()
+    print(f"transformer encoder speed: {args.layers} layers, d {d}, {args.heads} heads, ff {args.ff}, batch {b} x {t} "
+          f"tokens; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+          f"{' '.join(open('/proc/loadavg').read().split()[:3]) if os.path.exists('/proc/loadavg') else 'n/a'}")
+    print(f"outputs agree with nn.TransformerEncoder (eval, float32): max |diff| {diff:.2e}")
+    res: dict = {"config": vars(args), "max_abs_diff": diff}
+    t_ours, t_ref = paired_times(ours_step(ours), ref_step, args.iters)
+    res["train"] = {"graphdl_s": t_ours, "torch_s": t_ref}
+    print(f"training step (fwd+bwd): graphdl {t_ours * 1e3:8.1f} ms   nn.TransformerEncoder {t_ref * 1e3:8.1f} ms   "
+          f"ratio {t_ours / t_ref:.3f}  ({b * t / t_ours:,.0f} vs {b * t / t_ref:,.0f} tokens/s)")
+    ours.eval()
+    ref.eval()
+
+    def ours_infer():
+        with torch.no_grad():
+            ours(batch())
+
+    def ref_infer():
+        with torch.no_grad():
+            ref(x)
+
+    i_ours, i_ref = paired_times(ours_infer, ref_infer, args.iters)
+    res["inference"] = {"graphdl_s": i_ours, "torch_s": i_ref}
+    print(f"inference (no_grad, torch fast path): graphdl {i_ours * 1e3:8.1f} ms   nn.TransformerEncoder "
+          f"{i_ref * 1e3:8.1f} ms   ratio {i_ours / i_ref:.3f}")
+    if not args.skip_sparse:
+        sparse = compile_spec(spec(d, args.heads, args.ff, args.layers, lowering="sparse"))
+        sparse.load_state_dict(ours.state_dict())
+        ours.train()
+        sparse.train()
+        t_dense, t_sparse = paired_times(ours_step(ours), ours_step(sparse), args.iters)
+        res["lowering"] = {"dense_s": t_dense, "sparse_s": t_sparse}
+        print(f"lowering at {t} tokens (training step): dense SDPA {t_dense * 1e3:8.1f} ms   sparse (edges "
+              f"{b * t * t:,}) {t_sparse * 1e3:8.1f} ms   dense is {t_sparse / t_dense:.1f}x faster")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
