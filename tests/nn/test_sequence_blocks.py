@@ -1,0 +1,169 @@
+"""Sequences as graphs: the ``index(V)`` field type, ``embedding``, positional encodings and the
+``causal`` graph kind (and ``complete`` with loops placed in order)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graphdl.compile import compile_spec
+from graphdl.data.graph import Graph, collate
+from graphdl.errors import DataError, InferenceError, SpecError
+from graphdl.nn.sequence import Embedding, LearnedPE, SinusoidalPE, node_positions, sinusoidal_encoding
+from graphdl.ops.neighbors import build_graph, causal_graph, complete_graph
+from graphdl.spec.model import GraphSpec
+from graphdl.types import Index, parse_type
+
+
+def _seqs(lengths, vocab=7, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return collate([Graph(None, n, {"node.tok": torch.randint(0, vocab, (n,), generator=gen)}) for n in lengths])
+
+
+# ------------------------------------------------------------------------------ index type
+def test_index_type_parses_and_prints():
+    assert parse_type("index(103)") == Index(103)
+    assert parse_type(" index( 7 ) ") == Index(7)
+    assert str(Index(5)) == "index(5)" and Index(5).shape() == ()
+    with pytest.raises(ValueError, match="positive number of classes"):
+        parse_type("index(0)")
+    with pytest.raises(ValueError, match="write `index\\(V\\)`"):
+        parse_type("index")
+
+
+def _lm_spec(vocab=7, dim=8):
+    return {"graphdl": 1, "inputs": {"node.tok": f"index({vocab})"}, "graph": {"kind": "causal", "self_loops": True},
+            "model": {"layers": [{"type": "embedding", "dim": dim},
+                                 {"type": "sinusoidal_pe", "add_to": "node.h"},
+                                 {"type": "transformer_encoder_layer", "heads": 2, "ff_dim": 16},
+                                 {"type": "linear", "input": "node.h", "output": "node.logits", "out_dim": vocab}]}}
+
+
+def test_index_inputs_are_checked_in_one_line():
+    model = compile_spec(_lm_spec())
+    assert model(_seqs([4, 2]))["node.logits"].shape == (6, 7)
+    bad = {
+        "float": (Graph(None, 3, {"node.tok": torch.zeros(3)}),
+                  "input field `node.tok` holds float32 values, but `node.tok: index(7)` is integer category ids; "
+                  "convert it with `.long()`"),
+        "2d": (Graph(None, 3, {"node.tok": torch.zeros(3, 1, dtype=torch.long)}),
+               "input field `node.tok` has shape (3, 1), but `node.tok: index(7)` is one category id per row, "
+               "shape (rows,); squeeze the trailing axis"),
+        "range": (Graph(None, 3, {"node.tok": torch.tensor([0, 7, 2])}),
+                  "input field `node.tok` holds ids from 0 to 7, but `node.tok: index(7)` allows 0..6; declare "
+                  "the full vocabulary size or map unknown ids to a reserved one"),
+        "negative": (Graph(None, 2, {"node.tok": torch.tensor([-1, 2])}), "holds ids from -1 to 2"),
+    }
+    for name, (g, msg) in bad.items():
+        with pytest.raises(DataError) as info:
+            model(g)
+        assert msg in str(info.value), name
+
+
+def test_only_embedding_reads_index_fields():
+    spec = _lm_spec()
+    spec["model"]["layers"][0] = {"type": "linear", "input": "node.tok", "output": "node.h", "out_dim": 8}
+    with pytest.raises(SpecError, match="holds category ids \\(index\\(7\\)\\); map them to vectors first with "
+                                        "`\\{type: embedding"):
+        compile_spec(spec)
+    with pytest.raises(InferenceError, match="embedding reads category ids, but `node.h` is 4"):
+        Embedding.build({"input": "node.h", "dim": 3}, {"node.h": 4})
+
+
+def test_embedding_equals_nn_embedding_and_loads_its_state():
+    ref = torch.nn.Embedding(7, 5)
+    block = Embedding.build({"dim": 5}, {"node.tok": "index(7)"})
+    block.load_state_dict(ref.state_dict())
+    g = _seqs([4, 3])
+    assert torch.equal(block(g, dict(g.fields))["node.h"], ref(g["node.tok"]))
+
+
+# ------------------------------------------------------------------------ positional codes
+def test_positions_restart_in_every_graph():
+    g = _seqs([3, 1, 2])
+    assert node_positions(g).tolist() == [0, 1, 2, 0, 0, 1]
+
+
+def test_sinusoidal_encoding_is_the_paper_formula():
+    pos, d = torch.arange(50), 6
+    pe = sinusoidal_encoding(pos, d, dtype=torch.float64)
+    for i in range(d // 2):
+        w = 10000.0 ** (-2 * i / d)
+        assert torch.allclose(pe[:, 2 * i], torch.sin(pos * w).double(), atol=1e-12)
+        assert torch.allclose(pe[:, 2 * i + 1], torch.cos(pos * w).double(), atol=1e-12)
+    assert sinusoidal_encoding(pos, 5).shape == (50, 5)  # odd width ends with a sine column
+
+
+def test_sinusoidal_pe_adds_per_graph_positions_and_follows_the_dtype():
+    g = _seqs([2, 3])
+    block = SinusoidalPE.build({"add_to": "node.h"}, {"node.h": 4}).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    out = block(g, {"node.h": x})["node.h"]
+    pe = sinusoidal_encoding(torch.tensor([0, 1, 0, 1, 2]), 4, dtype=torch.float64)
+    assert out.dtype == torch.float64 and torch.equal(out, x + pe)
+    alone = SinusoidalPE.build({"output": "node.pe", "dim": 4}, {}).double()
+    assert torch.equal(alone(g, {})["node.pe"], pe)
+    with pytest.raises(InferenceError, match="needs `dim`"):
+        SinusoidalPE.build({}, {})
+    with pytest.raises(InferenceError, match="adds a 3-channel encoding to `node.h`, which has 4 channels"):
+        SinusoidalPE.build({"add_to": "node.h", "dim": 3}, {"node.h": 4})
+
+
+def test_learned_pe_indexes_positions_and_refuses_long_graphs():
+    block = LearnedPE.build({"output": "node.pe", "dim": 3, "max_len": 4}, {})
+    g = _seqs([4, 2])
+    out = block(g, {})["node.pe"]
+    assert torch.equal(out, block.weight[[0, 1, 2, 3, 0, 1]])
+    with pytest.raises(DataError, match="positions 0..3 \\(`max_len: 4`\\), but the batch holds a graph of 5 nodes"):
+        block(_seqs([5]), {})
+
+
+# ---------------------------------------------------------------------------- graph kinds
+def _brute(lengths, keep):
+    edges, start = [], 0
+    for n in lengths:
+        edges += [(start + j, start + i) for i in range(n) for j in range(n) if keep(i, j)]
+        start += n
+    return sorted(edges, key=lambda e: (e[1], e[0]))
+
+
+@pytest.mark.parametrize("lengths", [[1], [4], [3, 1, 5, 2]])
+def test_causal_and_complete_graphs_match_brute_force(lengths):
+    batch = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    cases = {
+        (causal_graph, False): lambda i, j: j < i, (causal_graph, True): lambda i, j: j <= i,
+        (complete_graph, False): lambda i, j: j != i, (complete_graph, True): lambda i, j: True,
+    }
+    for (fn, loops), keep in cases.items():
+        ei = fn(batch, len(lengths), self_loops=loops)
+        assert list(map(tuple, ei.t().tolist())) == _brute(lengths, keep), (fn.__name__, loops)
+
+
+def test_loops_placed_in_order_equal_loops_added_afterwards():
+    """``build_graph(..., self_loops=True)`` (what ``prepare`` uses for complete/causal graphs)
+    gives the edges and edge fields of ``build_graph(...).add_self_loops()``: a given loop's
+    features are dropped, new loops are zero."""
+    a = Graph(torch.tensor([[0, 1, 2], [1, 0, 2]]), 3, {"edge.e": torch.tensor([[1.0], [2.0], [9.0]])})
+    b = Graph(torch.tensor([[0], [1]]), 2, {"edge.e": torch.tensor([[5.0]])})
+    g = collate([a, b])
+    for kind in ("complete", "causal"):
+        fast = build_graph(g, GraphSpec(kind=kind), self_loops=True)
+        slow = build_graph(g, GraphSpec(kind=kind)).add_self_loops()
+        assert torch.equal(fast.edge_index, slow.edge_index) and torch.equal(fast["edge.e"], slow["edge.e"])
+    with pytest.raises(ValueError, match="only for complete and causal"):
+        build_graph(g, GraphSpec(kind="knn", k=1), self_loops=True)
+
+
+def test_causal_spec_model_is_causal():
+    """Changing a later token never changes an earlier position's output."""
+    model = compile_spec(_lm_spec()).eval()
+    g = _seqs([6])
+    h = g["node.tok"].clone()
+    h[4] = (h[4] + 1) % 7
+    with torch.no_grad():
+        a = model(g)["node.logits"]
+        b = model(Graph(None, 6, {"node.tok": h}))["node.logits"]
+    assert torch.equal(a[:4], b[:4]) and not torch.equal(a[4:], b[4:])
+    assert math.isfinite(float(a.sum()))
