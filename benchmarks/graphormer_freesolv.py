@@ -45,7 +45,8 @@ def check_splits(seeds: list[int], n: int = 642) -> None:
         r = train_val_test_split(np.arange(n), sampler="random", train_size=0.8, val_size=0.1, test_size=0.1,
                                  return_indices=True, random_state=s)
         made = {k: [int(i) for i in v] for k, v in zip(("train", "val", "test"), r[-3:])}
-        stored = json.load(open(split_file(s)))[0]
+        with open(split_file(s)) as f:
+            stored = json.load(f)[0]
         if made != stored:
             raise SystemExit(f"seed {s}: the stored split differs from astartes' (chemprop's) split")
         print(f"seed {s}: stored split equals chemprop's (astartes) split")
@@ -66,8 +67,11 @@ def run_spec(spec: str, out: str, seed: int, epochs: int | None, threads: int) -
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{open(out + '.log').read()[-2000:]}")
-    m = json.load(open(os.path.join(out, "metrics.json")))
+        with open(out + ".log") as f:
+            tail = f.read()[-2000:]
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
     return {"rmse": m["final"]["test"]["rmse"], "mae": m["final"]["test"]["mae"], "seconds": seconds,
             "best_epoch": m["best_epoch"], "sizes": [m["split"]["sizes"][k] for k in ("train", "val", "test")]}
 

@@ -43,9 +43,9 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphdl.compile import compile_spec  # noqa: E402
-from graphdl.data.graph import Graph, collate  # noqa: E402
-from graphdl.nn.attention import dense_attention, sparse_attention  # noqa: E402
+from graphdl.compile import compile_spec
+from graphdl.data.graph import Graph, collate
+from graphdl.nn.attention import dense_attention, sparse_attention
 
 
 def spec(dim: int, heads: int, ff: int, layers: int, lowering: str = "auto") -> dict:
@@ -65,6 +65,14 @@ def copy_weights(ours, ref: nn.TransformerEncoder) -> None:
     for i, layer in enumerate(ref.layers):
         sd.update({f"blocks.{i}.{k}": v for k, v in layer.state_dict().items()})
     ours.load_state_dict(sd)
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def paired_times(fa, fb, iters: int) -> tuple[dict, dict]:
@@ -134,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ours.train()
     ref.train()
     print(f"transformer encoder speed: {args.layers} layers, d {d}, {args.heads} heads, ff {args.ff}, batch {b} x {t} "
-          f"tokens; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
-          f"{' '.join(open('/proc/loadavg').read().split()[:3]) if os.path.exists('/proc/loadavg') else 'n/a'}")
+          f"tokens; torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load_average()}")
     print(f"outputs agree with nn.TransformerEncoder (eval, float32): max |diff| {diff:.2e}")
     res: dict = {"config": vars(args), "max_abs_diff": diff}
     t_ours, t_ref = paired_times(ours_step(ours), ref_step, args.iters)

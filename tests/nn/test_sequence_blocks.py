@@ -46,14 +46,14 @@ def test_index_inputs_are_checked_in_one_line():
     assert model(_seqs([4, 2]))["node.logits"].shape == (6, 7)
     bad = {
         "float": (Graph(None, 3, {"node.tok": torch.zeros(3)}),
-                  "input field `node.tok` holds float32 values, but `node.tok: index(7)` is integer category ids; "
-                  "convert it with `.long()`"),
+                  ("input field `node.tok` holds float32 values, but `node.tok: index(7)` is integer category ids; "
+                   "convert it with `.long()`")),
         "2d": (Graph(None, 3, {"node.tok": torch.zeros(3, 1, dtype=torch.long)}),
-               "input field `node.tok` has shape (3, 1), but `node.tok: index(7)` is one category id per row, "
-               "shape (rows,); squeeze the trailing axis"),
+               ("input field `node.tok` has shape (3, 1), but `node.tok: index(7)` is one category id per row, "
+                "shape (rows,); squeeze the trailing axis")),
         "range": (Graph(None, 3, {"node.tok": torch.tensor([0, 7, 2])}),
-                  "input field `node.tok` holds ids from 0 to 7, but `node.tok: index(7)` allows 0..6; declare "
-                  "the full vocabulary size or map unknown ids to a reserved one"),
+                  ("input field `node.tok` holds ids from 0 to 7, but `node.tok: index(7)` allows 0..6; declare "
+                   "the full vocabulary size or map unknown ids to a reserved one")),
         "negative": (Graph(None, 2, {"node.tok": torch.tensor([-1, 2])}), "holds ids from -1 to 2"),
     }
     for name, (g, msg) in bad.items():
