@@ -287,3 +287,26 @@ def test_describe_names_the_lowering_and_why(kind, self_loops, bias, words):
                                   "attn_bias": ["edge.b"] if bias else []}]}}
     text = compile_spec(spec).describe()
     assert words in text
+
+
+@pytest.mark.parametrize("self_loops", [True, False])
+def test_graph_transformer_block_lowers_causal_graphs_too(self_loops):
+    """The TransformerConv-style ``transformer`` block shares the dense lowering: on a causal
+    graph its dense and sparse paths agree (values and input gradients) to round-off."""
+    from graphdl.nn.attention import GraphTransformer
+
+    _, _, batch = _sequences()
+    g = _graph(batch, "causal", self_loops)
+    ctx = BuildContext(graph_kind="causal", self_loops=self_loops)
+    dense = GraphTransformer.build({"out_dim": 4, "heads": 2}, {"node.h": D}, ctx).to(DT)
+    sparse = GraphTransformer.build({"out_dim": 4, "heads": 2, "lowering": "sparse"}, {"node.h": D}, ctx).to(DT)
+    sparse.load_state_dict(dense.state_dict())
+    assert dense.dense and not sparse.dense
+    outs = []
+    for block in (dense, sparse):
+        x = g["node.h"].clone().requires_grad_()
+        out = block(g, {"node.h": x})["node.h"]
+        out.pow(2).sum().backward()
+        outs.append((out.detach(), x.grad))
+    assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-12
+    assert (outs[0][1] - outs[1][1]).abs().max() <= 1e-12
