@@ -11,7 +11,7 @@ A block is an ``nn.Module`` registered under the name a spec's ``type:`` uses. I
   ``f`` the current fields ``{"node.h": tensor, ...}``; it returns the fields it writes.
 
 Capabilities are class-level declarations (``equivariant``, ``needs_positions``,
-``uses_edge_features``), never discovered by reading argument names.
+``uses_edge_features``, ``reads_node_order``), never discovered by reading argument names.
 
 Example::
 
@@ -82,6 +82,9 @@ class Block(nn.Module):
     equivariant: ClassVar[bool] = False
     needs_positions: ClassVar[bool] = False
     uses_edge_features: ClassVar[bool] = False
+    reads_node_order: ClassVar[bool] = False
+    """True for blocks whose output depends on the order of a graph's nodes (positional
+    encodings of sequences): a model with one is not meant to be permutation equivariant."""
     family: ClassVar[str] = "misc"
 
     def __init__(self, p: BlockParams, sig: Signature, ctx: BuildContext | None = None):

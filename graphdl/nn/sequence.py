@@ -97,6 +97,7 @@ class SinusoidalPE(Block):
     """
 
     family = "positional"
+    reads_node_order = True
 
     class Params(_PEParams):
         base: PositiveFloat = 10000.0
@@ -134,6 +135,7 @@ class LearnedPE(Block):
     """
 
     family = "positional"
+    reads_node_order = True
 
     class Params(_PEParams):
         max_len: PositiveInt

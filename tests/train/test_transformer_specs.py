@@ -161,3 +161,23 @@ def test_graphormer_freesolv_script_smoke(tmp_path):
     for name in ("graphormer", "dmpnn"):
         row = res["runs"][name]["0"]
         assert row["sizes"] == [513, 64, 65] and math.isfinite(row["rmse"])
+
+
+def test_verify_reports_permutation_as_not_applicable_for_order_reading_models(tmp_path, capsys):
+    """A causal LM is not meant to be permutation equivariant: `graphdl verify` says why and exits 0
+    when the other checks pass; a complete-graph encoder with a positional encoding likewise."""
+    assert main(["verify", str(_small_lm(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "permutation" in out and "n/a (causal graph: node order is sequence order)" in out
+    spec = {"graphdl": 1, "inputs": {"node.h": 8}, "graph": {"kind": "complete", "self_loops": True},
+            "model": {"layers": [{"type": "sinusoidal_pe", "add_to": "node.h"},
+                                 {"type": "transformer_encoder_layer", "heads": 2, "ff_dim": 8}]}}
+    path = tmp_path / "enc.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["verify", str(path)]) == 0
+    assert "n/a (sinusoidal_pe read(s) node order)" in capsys.readouterr().out
+    spec["model"]["layers"] = spec["model"]["layers"][1:]  # without positions: a set function, checked
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" not in out and out.strip().endswith("equivariant")
