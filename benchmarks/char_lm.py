@@ -14,15 +14,17 @@ A float64 check first: both models give the same logits on a batch (max |diff| p
 ``epochs`` of training (default: the spec's); validation bits per character (mean
 cross-entropy of the next character over the held-out 10%, / ln 2) after every epoch; training
 throughput (tokens per second of forward + backward + optimiser step, each model timed on its
-own steps). Run-to-run noise: ``--noise-seeds 1`` trains one more torch model from another
+own steps, per second of wall time and per second of the process's CPU time: on a shared
+machine the wall time also counts other jobs' turns). Run-to-run noise: ``--noise-seeds 1`` trains one more torch model from another
 seed (initial weights and data order), so the gap between two seeds sits beside the gap
 between the two implementations.
 
     python benchmarks/char_lm.py                    # the spec's 2 epochs, both models + 1 noise seed, 1 thread
     python benchmarks/char_lm.py --epochs 1 --spec my_small_lm.yaml --noise-seeds   # smoke
 
-Budget: one torch thread; one model's 2 epochs (204 steps of 16 x 256 tokens) take ~20 min on
-the shared 2-core CPU this project runs on, so the default run takes about an hour.
+Budget: one torch thread; one model's 2 epochs (206 steps of 16 x 256 tokens, 0.84M tokens) cost
+about 20 min of CPU time; on this project's shared 2-core machine (load ~10) the wall time is
+several times that.
 Results: ``benchmarks/results/transformer/README.md``.
 """
 
@@ -129,11 +131,11 @@ class Trainer:
         self.opt = make_optimizer(tr.optimizer, model.parameters())
         self.sched = make_schedule(tr.schedule, self.opt, epochs=tr.epochs, steps_per_epoch=steps_per_epoch,
                                    monitor_higher=False)
-        self.seconds, self.tokens, self.history = 0.0, 0, []
+        self.seconds, self.cpu_seconds, self.tokens, self.history = 0.0, 0.0, 0, []
 
     def step(self, batch_args, tokens: int) -> float:
         self.model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = self.step_loss(self.model, *batch_args)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,6 +145,7 @@ class Trainer:
         if self.sched.per_step:
             self.sched.scheduler.step()
         self.seconds += time.perf_counter() - t0
+        self.cpu_seconds += time.process_time() - c0
         self.tokens += tokens
         return float(loss.detach())
 
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=[1],
                     help="extra torch runs from these seeds (weights and data order) to measure run-to-run noise")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=20, help="print the training losses every N steps (0: never)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -221,22 +225,29 @@ def main(argv: list[str] | None = None) -> int:
         for step in range(len(loader)):
             if args.max_steps is not None and step >= args.max_steps:
                 break
+            losses = []
             for (t, _, ours), it in zip(trainers, iters):  # alternate: one step of each model
                 g = next(it)
-                t.step((g,) if ours else padded(g), g.num_nodes)
+                losses.append(t.step((g,) if ours else padded(g), g.num_nodes))
+            if args.log_every and (step + 1) % args.log_every == 0:
+                print(f"  epoch {epoch + 1} step {step + 1}/{len(loader)}: train loss " + ", ".join(
+                    f"{t.name} {x:.4f}" for (t, _, _), x in zip(trainers, losses)), flush=True)
         for t, _, ours in trainers:
             t.end_epoch()
             t.history.append(val_bits(t, val, ours))
         print(f"epoch {epoch + 1}: validation bits/char " + ", ".join(
             f"{t.name} {t.history[-1]:.4f}" for t, _, _ in trainers), flush=True)
     print()
-    print(f"{'model':<14} | {'val bits/char':>13} | {'tokens/s':>9} | train seconds")
-    print("-" * 56)
+    print(f"{'model':<14} | {'val bits/char':>13} | {'tokens/s (CPU)':>14} | {'tokens/s (wall)':>15} | CPU s | wall s")
+    print("-" * 82)
     rows = {}
     for t, _, _ in trainers:
         tps = t.tokens / t.seconds if t.seconds else float("nan")
-        rows[t.name] = {"val_bits_per_char": t.history, "tokens_per_second": tps, "seconds": t.seconds}
-        print(f"{t.name:<14} | {t.history[-1]:>13.4f} | {tps:>9.0f} | {t.seconds:.0f}")
+        cps = t.tokens / t.cpu_seconds if t.cpu_seconds else float("nan")
+        rows[t.name] = {"val_bits_per_char": t.history, "tokens_per_second": tps, "tokens_per_cpu_second": cps,
+                        "seconds": t.seconds, "cpu_seconds": t.cpu_seconds}
+        print(f"{t.name:<14} | {t.history[-1]:>13.4f} | {cps:>14.0f} | {tps:>15.0f} | {t.cpu_seconds:5.0f} | "
+              f"{t.seconds:.0f}")
     gap = abs(rows["graphdl"]["val_bits_per_char"][-1] - rows["torch"]["val_bits_per_char"][-1])
     noise = [abs(rows[f"torch seed {s}"]["val_bits_per_char"][-1] - rows["torch"]["val_bits_per_char"][-1])
              for s in args.noise_seeds]
