@@ -25,9 +25,18 @@ from graphdl.types import VECTOR, FieldTable, Frame, Index, Irreps, Scalar, pars
 
 __version__ = "0.1.0"
 
+
+def load(path, *, device="cpu", trust=None):
+    """A trained run (directory or checkpoint) as a :class:`~graphdl.train.trained.TrainedModel`:
+    ``graphdl.load("runs/fs").predict(["CCO"])`` gives predictions in the targets' units."""
+    from graphdl.train.trained import load as _load
+
+    return _load(path, device=device, trust=trust)
+
+
 __all__ = [
     "Batch", "Block", "BlockParams", "BuildContext", "CheckpointError", "DataError", "FieldTable",
     "Frame", "Graph", "GraphDLError", "GraphModel", "Index", "InferenceError", "Irreps", "KernelUnavailableError",
-    "Scalar", "Signature", "SpecError", "VECTOR", "collate", "compile_spec", "load_spec", "parse_spec",
+    "Scalar", "Signature", "SpecError", "VECTOR", "collate", "compile_spec", "load", "load_spec", "parse_spec",
     "parse_type", "plan_spec", "register_block", "trusted_imports",
 ]

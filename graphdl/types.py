@@ -229,10 +229,18 @@ class FieldTable(dict):
             )
         if isinstance(t, Irreps) and t.invariant:
             return t.dim
+        name = key.split(".", 1)[-1]
+        if isinstance(t, Irreps) and any(l == 0 and p == 1 for _m, l, p in t.terms):
+            way = f"its `0e` part (`{{type: irreps_select, input: {key}, select: 0e, output: ...}}`)"
+        elif isinstance(t, Irreps) and all(l == 1 and p == -1 for _m, l, p in t.terms):
+            space = key.split(".", 1)[0]
+            way = (f"its length (`{{type: vector_norm, input: {key}, output: {space}.{name}_norm}}`) or its dot "
+                   f"product with another vector field (`{{type: vector_dot, inputs: [{key}, ...], output: ...}}`)")
+        else:
+            way = "an invariant made from it (irreps_select of its `0e` part, or a tensor product to `0e`)"
         raise InferenceError(
             f"{block + ' ' if block else ''}is not equivariant and cannot read field `{key}` of "
-            f"type {t} (it would break rotation symmetry); feed it an invariant field, e.g. a norm "
-            f"or the `0e` part of `{key}`"
+            f"type {t} (it would break rotation symmetry); feed it {way}"
         )
 
     def need_vector(self, key: str, block: str = "") -> None:

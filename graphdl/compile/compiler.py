@@ -477,7 +477,15 @@ def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool |
         with trusted_imports(trust):
             return compile_spec(source, dtype=dtype)
     plan = source if isinstance(source, Plan) else plan_spec(source)
-    model = build(plan)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
+    if dtype is None or not dtype.is_floating_point:
+        model = build(plan)
+        return model if dtype is None else model.to(dtype)
+    # build under the target default dtype: constants computed at construction (e3nn's
+    # Clebsch-Gordan and normalisation factors) are then exact in it, not float32 values cast up
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype in (torch.float32, torch.float64) else previous)
+    try:
+        model = build(plan)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(dtype)

@@ -79,6 +79,10 @@ class MoleculeDataset(DatasetType):
         return {"node.h": Scalar(ATOM_DIM), "edge.e": Scalar(BOND_DIM)}
 
     @classmethod
+    def fields(cls, p) -> dict:
+        return {**cls.input_fields(p), p.target_field: Scalar(len(cls.target_names(p)))}
+
+    @classmethod
     def featurize(cls, p, smiles: str, row: int | None = None) -> Graph:
         """One SMILES -> a graph with the dataset's input fields (no targets)."""
         return smiles_to_graph(smiles, row=row, explicit_h=p.explicit_h)
@@ -96,7 +100,7 @@ class MoleculeDataset(DatasetType):
             graphs = [cls.featurize(p, s, row=r) for s, r in zip(smiles, rows)]
         for g, y in zip(graphs, targets):
             g.fields[p.target_field] = torch.tensor([y], dtype=torch.float32)
-        fields = {**cls.input_fields(p), p.target_field: Scalar(len(names))}
+        fields = cls.fields(p)
         meta = {"smiles": smiles, "rows": rows, "num_rows": num_rows, "target_names": {p.target_field: names}, **meta}
         return Dataset(graphs, fields, [p.target_field], None, meta)
 

@@ -50,7 +50,8 @@ def add_parser(subparsers) -> None:
         "check", help="validate specs: YAML, references, block parameters and field types",
         description="Parse each SPEC, resolve `extends:`, `${...}` and `import:`, validate every\n"
                     "block's parameters and infer every field's type through the stack (no data is\n"
-                    "read). Prints `ok: FILE (N layers, P parameters)` per valid spec.",
+                    "read). An experiment spec's inputs and task are matched against the fields its\n"
+                    "dataset type makes. Prints `ok: FILE (N layers, P parameters)` per valid spec.",
         epilog=CHECK_EPILOG, formatter_class=fmt)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -87,6 +88,17 @@ def _compile(path: str):
     return build(plan)
 
 
+def _check_experiment(model) -> str:
+    """For a spec with `task:` and `dataset:`, match inputs and task against the dataset's fields."""
+    spec = model.plan.spec
+    if "task" not in spec.sections or "dataset" not in spec.sections:
+        return ""
+    from graphdl.train.runner import check_experiment, prepare
+
+    return "; inputs and task match the dataset" if check_experiment(prepare(spec)) else \
+        "; the dataset's fields are known only once loaded (graphdl run checks them)"
+
+
 def num_parameters(model) -> int:
     """Distinct parameters of a compiled model (shared repeats counted once)."""
     return sum(p.numel() for p in model.parameters())
@@ -97,6 +109,7 @@ def cmd_check(args) -> int:
     for path in args.specs:
         try:
             model = _compile(path)
+            matched = _check_experiment(model)
         except GraphDLError as e:
             failed += 1
             # a located error already starts with `file:line:col`; anything else gets the file
@@ -105,7 +118,7 @@ def cmd_check(args) -> int:
             continue
         if not args.quiet:
             n = len(model.plan.steps)
-            print(f"ok: {path} ({n} layer{'s' if n != 1 else ''}, {num_parameters(model):,} parameters)")
+            print(f"ok: {path} ({n} layer{'s' if n != 1 else ''}, {num_parameters(model):,} parameters{matched})")
     return 2 if failed else 0
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
-from graphdl.errors import SpecError, did_you_mean
+from graphdl.errors import did_you_mean
 from graphdl.spec.loader import Path, SpecDoc, format_path, load_spec, load_spec_text
 from graphdl.types import FieldTable, parse_type, split_key
 

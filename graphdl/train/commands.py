@@ -29,6 +29,9 @@ leaves the old one as it was.
 PREDICT_EPILOG = """examples:
   graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/dmpnn-freesolv/best.pt --smiles CCO c1ccccc1
   graphdl predict SPEC --checkpoint best.pt --csv molecules.csv --smiles-column smiles --out predictions.csv
+  graphdl predict SPEC --checkpoint best.pt --csv molecules.csv --on-invalid skip   keep invalid rows, say why
+
+From Python: graphdl.load("runs/fs").predict(["CCO"]) (SMILES, RDKit molecules, networkx or graphdl graphs).
 """
 
 
@@ -67,6 +70,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--smiles-column", default="smiles", help="SMILES column of --csv (default: smiles)")
     p.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--on-invalid", choices=["error", "skip"], default="error",
+                   help="an invalid SMILES stops with its row (error, default), or its row is written with "
+                        "empty predictions and the reason in an `error` column (skip)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -93,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from graphdl.train.predict import predict, read_smiles_csv, write_csv
 
     smiles = args.smiles if args.smiles is not None else read_smiles_csv(args.csv, args.smiles_column)
-    header, rows = predict(args.spec, args.checkpoint, smiles, device=args.device)
+    header, rows = predict(args.spec, args.checkpoint, smiles, device=args.device, on_invalid=args.on_invalid)
     write_csv(header, rows, args.out or sys.stdout)
     if args.out:
         print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)

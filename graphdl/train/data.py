@@ -81,16 +81,20 @@ def limit_dataset(ds: Dataset, n: int) -> Dataset:
     return Dataset(ds.graphs[:n], ds.fields, ds.targets, splits, meta)
 
 
-def check_inputs(inputs: dict, ds: Dataset, doc, name: str) -> None:
-    """Every declared input field exists in the dataset with the same type."""
+def check_inputs(inputs: dict, fields: dict, doc, name: str) -> None:
+    """Every declared input field exists among the dataset's ``fields`` with the same type.
+
+    Raises:
+        SpecError: at the input's line in the spec, naming what the dataset makes instead.
+    """
     for k, t in inputs.items():
-        if k not in ds.fields:
-            have = ", ".join(f"`{f}`: {v}" for f, v in ds.fields.items())
+        if k not in fields:
+            have = ", ".join(f"`{f}`: {v}" for f, v in fields.items())
             raise doc.error(("inputs", k), f"the spec declares input `{k}` but dataset `{name}` has no such field "
                                            f"(it has {have})", key=True)
-        if ds.fields[k] != t:
+        if fields[k] != t:
             raise doc.error(("inputs", k), f"the spec declares `{k}: {t}` but dataset `{name}` gives "
-                                           f"`{k}: {ds.fields[k]}`; write `{k}: {ds.fields[k]}`")
+                                           f"`{k}: {fields[k]}`; write `{k}: {fields[k]}`")
 
 
 __all__ = ["DatasetRef", "SpecError", "check_inputs", "limit_dataset", "resolve_dataset"]

@@ -165,6 +165,26 @@ def resolve(exp: Experiment) -> dict:
     return out
 
 
+def check_experiment(exp: Experiment) -> bool:
+    """What ``graphdl check`` can verify of an experiment without reading data: the spec's inputs
+    against the fields the dataset type says it makes, and the task against those fields and the
+    model's outputs. Returns False when the dataset type cannot tell its fields without loading.
+
+    Raises:
+        SpecError: at the input or task line that does not fit.
+    """
+    fields = exp.data.cls.fields(exp.data.params)
+    if fields is None:
+        return False
+    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+    check_inputs(dict(exp.spec.inputs), fields, exp.spec.doc, dname)
+    names_of = getattr(exp.data.cls, "target_names", None)
+    target_field = getattr(exp.data.params, "target_field", None)
+    names = {target_field: names_of(exp.data.params)} if names_of is not None and target_field else {}
+    make_task_from_fields(exp, fields, names)
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -323,7 +343,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))
-    check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
+    check_inputs(dict(exp.spec.inputs), dataset.fields, doc, dname)
     task = make_task(exp, dataset)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
     masks = node_masks(exp.data.split)
@@ -492,12 +512,40 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
     _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
     learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
                    state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
+    """``run.json``: what made this run and what it gave, for a reader who was not there."""
+    import platform
+    import sys
+
+    import graphdl
+
+    return {
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "spec": exp.spec.file,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()},
+        "dataset": metrics["dataset"],
+        "split": metrics["split"],
+        "seed": metrics["seed"],
+        "parameters": metrics["parameters"],
+        "best_epoch": metrics["best_epoch"],
+        "final": metrics["final"],
+        "artefacts": {"spec.yaml": "the resolved spec (graphdl run DIR/spec.yaml repeats the run)",
+                      "metrics.json": "per-epoch and final metrics", "best.pt": "weights of the best epoch",
+                      "last.pt": "everything needed to --resume", "test_predictions.csv": "test-split predictions",
+                      "learning_curve.png": "training and validation curves", "timing.json": "seconds per epoch"},
+    }
 
 
 def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,

@@ -192,7 +192,8 @@ def test_import_registers_a_user_block_and_runs_it():
     x = torch.randn(4, 32, dtype=torch.float64)
     deg = torch.tensor([1.0, 3.0, 1.0, 0.0], dtype=torch.float64)
     out = block(g, {"node.h": x})["node.h"]
-    assert torch.all(block.gamma == torch.tensor(0.1, dtype=torch.float32).double())  # built in float32
+    assert torch.all(block.gamma == torch.tensor(0.1, dtype=torch.float64))  # built in float64: no float32 step
+    # the same float64 formula, |out| ≤ 5: a few ulps (measured 0); 1e-12 fails a float32 step
     torch.testing.assert_close(out, x * (1 + block.gamma * torch.log1p(deg)[:, None]), rtol=0, atol=1e-12)
     assert model(g)["node.y"].shape == (4, 1)
     # loading the spec again neither re-imports nor re-registers
@@ -261,6 +262,7 @@ def test_shared_repeat_runs_the_same_module():
     model = compile_spec(parse_spec_text(text), dtype=torch.float64)
     g = Graph(None, 3, {"node.h": torch.randn(3, 4, dtype=torch.float64)})
     w = model.blocks[0].lin.weight
+    # two float64 4×4 products, |h| ≤ 3: ≤ 8·eps·|h|·|w|² ≈ 1e-14 (measured 0); 1e-12 fails a float32 step
     torch.testing.assert_close(model(g)["node.h"], g["node.h"] @ w.T @ w.T, rtol=0, atol=1e-12)
 
 

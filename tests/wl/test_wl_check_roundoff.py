@@ -123,6 +123,10 @@ def test_model_that_cannot_run_in_float64_is_named(monkeypatch):
 
     cases = load_pairs("random", n_pairs=2)[1:]
     monkeypatch.setattr(check, "_float64", lambda g: g.replace(node__x=g["node.x"].half()))
+    # the model's own input check names a wrong input dtype; switch it off to reach a block failing inside torch
+    from graphdl.compile.compiler import GraphModel
+
+    monkeypatch.setattr(GraphModel, "check_inputs", lambda self, g: None)
     with pytest.raises(DataError, match="failed in float64 .*follow the model's dtype"):
         run_check(SPECS + "gin.yaml", cases, CheckConfig(epochs=1))
     monkeypatch.setattr(check, "_float64", lambda g: g)

@@ -154,6 +154,11 @@ class Task(nn.Module):
         """Columns of the predictions CSV; must include ``index`` (dataset index of the graph)."""
         raise NotImplementedError
 
+    def transform(self, out: dict[str, Tensor], batch) -> Tensor:
+        """The model's outputs as predictions in the targets' units, ``(rows, columns)``
+        (what :meth:`graphdl.load(...).predict <graphdl.train.trained.TrainedModel.predict>` returns)."""
+        raise NotImplementedError(f"task `{self.name}` does not define predictions of new inputs")
+
     def predictions(self, out: dict[str, Tensor], batch) -> dict[str, Tensor]:  # pragma: no cover
         """Prediction columns for inputs without targets (``graphdl predict``), one value per row."""
         raise NotImplementedError

@@ -115,6 +115,12 @@ class Classification(Task):
     def metrics(self, c):
         return M.compute(self.p.metrics, c["pred"], c["target"], None if self.multiclass else self.columns)
 
+    def transform(self, out, batch):
+        """Probabilities: ``(rows, C)`` softmax for C classes, ``(rows, T)`` sigmoids for binary targets."""
+        n = batch.num_graphs if self.level == "graph" else batch.num_nodes
+        logits = _rows(out[self.out_key], n)
+        return logits.softmax(1) if self.multiclass else logits.sigmoid()
+
     def predictions(self, out, batch):
         n = batch.num_graphs if self.level == "graph" else batch.num_nodes
         logits = _rows(out[self.out_key], n).detach()

@@ -194,6 +194,10 @@ class EnergyForces(Task):
                 "force_mae": (c["force_abs"].double() / comps).tolist(),
                 "force_rmse": (c["force_sq"].double() / comps).sqrt().tolist()}
 
+    def transform(self, out, batch):
+        """Energies in the dataset's units, ``(B, 1)`` (forces: ``self._physical``)."""
+        return self._physical(out, batch)[0].reshape(-1, 1)
+
     def predictions(self, out, batch):
         e, f = self._physical(out, batch)
         rms = (segment_sum(f.detach().pow(2).sum(1, keepdim=True), batch.batch, batch.num_graphs, ptr=batch.ptr)

@@ -131,9 +131,13 @@ class Regression(Task):
     def metrics(self, c):
         return M.compute(self.p.metrics, c["pred"], c["target"], self.columns)
 
-    def predictions(self, out, batch):
+    def transform(self, out, batch):
+        """``out · σ + μ`` per target column: ``(B, T)`` or ``(N, T)``."""
         n = batch.num_graphs if self.level == "graph" else batch.num_nodes
-        pred = (_rows(out[self.out_key], n) * self.std + self.mean).detach()
+        return _rows(out[self.out_key], n) * self.std + self.mean
+
+    def predictions(self, out, batch):
+        pred = self.transform(out, batch).detach()
         cols = _row_ids(self.level, batch, torch.arange(batch.num_graphs, device=pred.device))
         return {**cols, **{f"{c}_pred": pred[:, j] for j, c in enumerate(self.columns)}}
 
