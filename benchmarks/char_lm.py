@@ -45,10 +45,10 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphdl.compile.compiler import build
-from graphdl.data.loader import GraphLoader
-from graphdl.train.optim import make_optimizer, make_schedule
-from graphdl.train.runner import prepare
+from graphdl.compile.compiler import build  # noqa: E402
+from graphdl.data.loader import GraphLoader  # noqa: E402
+from graphdl.train.optim import make_optimizer, make_schedule  # noqa: E402
+from graphdl.train.runner import prepare  # noqa: E402
 
 
 class TorchLM(nn.Module):

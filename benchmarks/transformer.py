@@ -43,9 +43,9 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphdl.compile import compile_spec
-from graphdl.data.graph import Graph, collate
-from graphdl.nn.attention import dense_attention, sparse_attention
+from graphdl.compile import compile_spec  # noqa: E402
+from graphdl.data.graph import Graph, collate  # noqa: E402
+from graphdl.nn.attention import dense_attention, sparse_attention  # noqa: E402
 
 
 def spec(dim: int, heads: int, ff: int, layers: int, lowering: str = "auto") -> dict:
