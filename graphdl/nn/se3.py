@@ -497,6 +497,11 @@ class IrrepsConcat(Block):
 
         _v = field_validator("output")(_check_key)
 
+        @field_validator("inputs")
+        @classmethod
+        def _v_inputs(cls, v):
+            return [_check_key(k) for k in v]
+
     @classmethod
     def infer(cls, p, fields, ctx):
         space = split_key(p.output)[0]

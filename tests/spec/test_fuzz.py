@@ -110,6 +110,10 @@ PLAUSIBLE = {
     "edge_to_node": st.sampled_from(["sum", "mean", "max", "min", "prod"]),
     "node_to_global": st.sampled_from(["sum", "mean", "max"]), "edge_to_global": st.sampled_from(["sum", "max"]),
     "repeat": st.integers(0, 3), "share_weights": st.booleans(), "residual": st.booleans(),
+    # sequence and transformer blocks
+    "ff_dim": dims, "dim": dims, "max_len": dims, "max_distance": st.integers(0, 9), "max_degree": st.integers(0, 9),
+    "add_to": st.none() | fields, "attn_bias": st.lists(fields, max_size=2), "norm_first": st.booleans(),
+    "activation": st.sampled_from(["relu", "gelu", "tanh"]),
 }
 part = st.sampled_from(["src", "dst", "edge", "self", "agg", "node", "global", "edges", "nodes", "x"])
 
@@ -149,8 +153,9 @@ RESULTS: dict[str, int] = {}
 
 @SETTINGS
 @given(st.lists(plausible_layer, min_size=1, max_size=3),
-       st.dictionaries(st.sampled_from(["node.h", "edge.e", "graph.u", "node.pos"]),
-                       st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4))
+       st.tuples(st.dictionaries(st.sampled_from(["node.h", "edge.e", "graph.u", "node.pos"]),
+                                 st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4),
+                 st.booleans()).map(lambda t: {**t[0], **({"node.tok": "index(5)"} if t[1] else {})}))
 def test_plausible_stacks_only_raise_spec_error(layers, inputs):
     spec = {"graphdl": 1, "inputs": inputs, "model": {"layers": layers}}
     try:
