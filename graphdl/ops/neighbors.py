@@ -241,13 +241,62 @@ def _carry_edge_fields(g, edge_index: Tensor) -> dict[str, Tensor]:
     return fields
 
 
+def _pattern_graph_class():
+    """:class:`PatternGraph` (defined on first use: ``graphdl.data.graph`` imports this module's package)."""
+    global _PATTERN_GRAPH
+    if _PATTERN_GRAPH is not None:
+        return _PATTERN_GRAPH
+    from graphdl.data.graph import Graph
+
+    class PatternGraph(Graph):
+        """A complete or causal graph (edges a fixed pattern of each graph's node pairs) whose
+        edge list is made on first use of ``edge_index``.
+
+        Dense attention reads only ``batch``/``ptr``, so a transformer batch of 32 x 256 tokens
+        never builds (nor moves) its 2.1M edges; a block that reads edges (a sparse lowering, a
+        convolution, a CSR) builds them once, then they are cached like any graph's. Everything
+        else is :class:`~graphdl.data.graph.Graph`'s. Made by :func:`build_graph` for graphs
+        without edge fields (edge fields are carried onto the edges, so they need them).
+        """
+
+        def __init__(self, source, causal: bool, self_loops: bool):
+            self.num_nodes, self.num_graphs, self.batch = source.num_nodes, source.num_graphs, source.batch
+            self.fields = dict(source.fields)
+            self._cache = {}
+            self._pattern = (causal, self_loops)
+            self._edges = None
+
+        @property
+        def edge_index(self):
+            if self._edges is None:
+                causal, loops = self._pattern
+                self._edges = _block_pairs(self.batch, self.num_graphs, causal, loops)
+            return self._edges
+
+        @edge_index.setter
+        def edge_index(self, value):
+            self._edges = value
+
+        @property
+        def device(self):
+            return self.batch.device
+
+    _PATTERN_GRAPH = PatternGraph
+    return PatternGraph
+
+
+_PATTERN_GRAPH = None
+
+
 def build_graph(g, spec, self_loops: bool = False):
     """The message-passing graph that ``spec`` (a GraphSpec) asks for, as a new Graph.
 
     ``self_loops`` (``complete`` and ``causal`` only) places one loop per node in its sorted
     position directly, with zero edge fields (as ``Graph.add_self_loops``), instead of
     appending and re-sorting: for a transformer batch of 32 x 256 tokens that sort is most of
-    the graph's cost. Other kinds raise ValueError with it (add loops afterwards).
+    the graph's cost. Other kinds raise ValueError with it (add loops afterwards). A complete or
+    causal graph of a batch without edge fields is a ``PatternGraph``: its edges are made
+    when a block first reads them, which dense attention never does.
     """
     from graphdl.data.graph import Graph
 
@@ -256,6 +305,10 @@ def build_graph(g, spec, self_loops: bool = False):
         raise ValueError(f"build_graph places self-loops only for complete and causal graphs, not `{kind}`")
     if kind == "given":
         return g
+    if kind in ("complete", "causal") and not g.keys("edge"):  # edges made only if a block reads them
+        out = _pattern_graph_class()(g, kind == "causal", self_loops)
+        out._cache[SOURCE_GRAPH] = source_graph(g)
+        return out
     if kind == "complete":
         ei = complete_graph(g.batch, g.num_graphs, self_loops)
     elif kind == "causal":

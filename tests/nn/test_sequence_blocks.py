@@ -167,3 +167,25 @@ def test_causal_spec_model_is_causal():
         b = model(Graph(None, 6, {"node.tok": h}))["node.logits"]
     assert torch.equal(a[:4], b[:4]) and not torch.equal(a[4:], b[4:])
     assert math.isfinite(float(a.sum()))
+
+
+@pytest.mark.parametrize("kind", ["complete", "causal"])
+def test_dense_models_never_build_the_edge_list(kind):
+    """A complete/causal graph without edge fields is made lazily: the dense lowering reads only
+    ``ptr``, so no edge list exists after a forward pass; the sparse lowering builds it, and the
+    two models agree (float64 round-off)."""
+    spec = _lm_spec()
+    spec["graph"]["kind"] = kind
+    dense = compile_spec(spec, dtype=torch.float64).eval()
+    spec["model"]["layers"][2]["lowering"] = "sparse"
+    sparse = compile_spec(spec, dtype=torch.float64).eval()
+    sparse.load_state_dict(dense.state_dict())
+    g = _seqs([5, 1, 3])
+    with torch.no_grad():
+        a = dense(g)["node.logits"]
+        prepared = dense.prepare(g)
+        assert prepared._edges is None
+        b = sparse(_seqs([5, 1, 3]))["node.logits"]
+    assert (a - b).abs().max() <= 1e-12
+    n = {"complete": 25 + 1 + 9, "causal": 15 + 1 + 6}[kind]
+    assert prepared.num_edges == n and prepared._edges is not None  # built on demand
