@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared CPU makes OpenMP barriers slow)")
     ap.add_argument("--skip-sparse", action="store_true")
+    ap.add_argument("--only", choices=["train", "inference", "attention", "step"], nargs="+", default=None,
+                    help="run only these comparisons (default: all)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -145,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
           f"tokens; torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load_average()}")
     print(f"outputs agree with nn.TransformerEncoder (eval, float32): max |diff| {diff:.2e}")
     res: dict = {"config": vars(args), "max_abs_diff": diff}
-    t_ours, t_ref = paired_times(ours_step(ours), ref_step, args.iters)
-    res["train"] = {"graphdl_s": t_ours, "torch_s": t_ref}
-    print(show("training step (fwd+bwd)", "graphdl", t_ours, "nn.TransformerEncoder", t_ref, b * t))
+    parts = set(args.only or ["train", "inference"] + ([] if args.skip_sparse else ["attention", "step"]))
+    if "train" in parts:
+        t_ours, t_ref = paired_times(ours_step(ours), ref_step, args.iters)
+        res["train"] = {"graphdl_s": t_ours, "torch_s": t_ref}
+        print(show("training step (fwd+bwd)", "graphdl", t_ours, "nn.TransformerEncoder", t_ref, b * t))
     ours.eval()
     ref.eval()
 
@@ -159,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             ref(x)
 
-    i_ours, i_ref = paired_times(ours_infer, ref_infer, args.iters)
-    res["inference"] = {"graphdl_s": i_ours, "torch_s": i_ref}
-    print(show("inference (no_grad; torch's fast path)", "graphdl", i_ours, "nn.TransformerEncoder", i_ref, b * t))
-    if not args.skip_sparse:
+    if "inference" in parts:
+        i_ours, i_ref = paired_times(ours_infer, ref_infer, args.iters)
+        res["inference"] = {"graphdl_s": i_ours, "torch_s": i_ref}
+        print(show("inference (no_grad; torch's fast path)", "graphdl", i_ours, "nn.TransformerEncoder", i_ref,
+                   b * t))
+    if "attention" in parts:
         g = ours.prepare(batch())
         g.csr(), g.csr_t()
         shape = (b * t, args.heads, d // args.heads)
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         res["attention"] = {"dense_s": a_dense, "sparse_s": a_sparse}
         print(show(f"attention at {t} tokens (fwd+bwd, {b * t * t:,} edges)", "dense SDPA", a_dense, "sparse",
                    a_sparse) + f"   dense is {a_sparse['min'] / a_dense['min']:.1f}x faster")
+    if "step" in parts:
         sparse = compile_spec(spec(d, args.heads, args.ff, args.layers, lowering="sparse"))
         sparse.load_state_dict(ours.state_dict())
         ours.train()
