@@ -91,9 +91,9 @@ def reference_for(model) -> TorchLM:
     steps = model.plan.steps
     p = steps[enc[0]].params
     emb = model.blocks[model._order[0]]
-    ref = TorchLM(emb.weight.size(0), emb.weight.size(1), p.heads, p.ff_dim, len(enc), p.activation, p.norm_first,
-                  p.eps, steps[1].params.base, 4096)
-    ref.emb.load_state_dict(emb.state_dict())
+    ref = TorchLM(emb.table.num_embeddings, emb.table.embedding_dim, p.heads, p.ff_dim, len(enc), p.activation,
+                  p.norm_first, p.eps, steps[1].params.base, 4096)
+    ref.emb.load_state_dict(emb.table.state_dict())
     for j, i in enumerate(enc):
         ref.encoder.layers[j].load_state_dict(model.blocks[model._order[i]].state_dict())
     ref.norm.load_state_dict(model.blocks[model._order[enc[-1] + 1]].norm.state_dict())

@@ -21,7 +21,7 @@ from graphdl.errors import (
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, register_block
 from graphdl.spec.loader import load_spec, trusted_imports
 from graphdl.spec.model import parse_spec
-from graphdl.types import VECTOR, FieldTable, Frame, Index, Irreps, Scalar, parse_type
+from graphdl.types import VECTOR, Categorical, FieldTable, Frame, Irreps, Scalar, Trajectory, parse_type
 
 __version__ = "0.1.0"
 
@@ -35,8 +35,9 @@ def load(path, *, device="cpu", trust=None):
 
 
 __all__ = [
-    "Batch", "Block", "BlockParams", "BuildContext", "CheckpointError", "DataError", "FieldTable",
-    "Frame", "Graph", "GraphDLError", "GraphModel", "Index", "InferenceError", "Irreps", "KernelUnavailableError",
-    "Scalar", "Signature", "SpecError", "VECTOR", "collate", "compile_spec", "load", "load_spec", "parse_spec",
+    "Batch", "Block", "BlockParams", "BuildContext", "Categorical", "CheckpointError", "DataError", "FieldTable",
+    "Frame", "Graph", "GraphDLError", "GraphModel", "InferenceError", "Irreps", "KernelUnavailableError",
+    "Scalar", "Signature", "SpecError", "Trajectory", "VECTOR", "collate", "compile_spec", "load", "load_spec",
+    "parse_spec",
     "parse_type", "plan_spec", "register_block", "trusted_imports",
 ]

@@ -1,4 +1,4 @@
-"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench.
+"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench | rollout.
 
 Each subcommand lives with the package it drives and registers itself here through
 ``COMMANDS`` (name -> module path with ``add_parser(subparsers)`` and ``main(args) -> int``).
@@ -23,6 +23,7 @@ COMMANDS = {
     "verify": "graphdl.geometric.commands",
     "wl": "graphdl.wl.commands",
     "bench": "graphdl.bench",
+    "rollout": "graphdl.simulate.commands",
 }
 
 EPILOG = """examples:
@@ -34,10 +35,12 @@ EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
   graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
   graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
+  graphdl run specs/gns/water_drop_2d.yaml           train a learned particle simulator (GNS, CPU preset)
+  graphdl rollout SPEC --checkpoint best.pt --render gif   roll it out: positions, metrics, an animation
 
 specs that run code:
   A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).
-  graphdl never runs them unless you say so: add --trust to any command, e.g.
+  They run only when you say so: add --trust to any command, e.g.
   graphdl check --trust examples/custom_block.yaml
 """
 
@@ -97,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `graphdl describe --json spec.yaml | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
 
 
 if __name__ == "__main__":

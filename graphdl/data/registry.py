@@ -77,6 +77,11 @@ class DatasetType:
         ``None`` when the type cannot say without loading (then only ``graphdl run`` checks)."""
         return None
 
+    @classmethod
+    def field_docs(cls, params: DatasetParams) -> dict[str, str]:
+        """What each field means (channels, units), for ``graphdl describe --dataset``."""
+        return {}
+
 
 DATASETS: dict[str, type[DatasetType]] = {}
 

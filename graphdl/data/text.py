@@ -4,9 +4,9 @@
 whose nodes are its characters in order (no edges: the model's ``graph.kind: causal`` makes
 them). Fields:
 
-* ``node.tok``: ``index(V)``, the id of each character in the vocabulary (the sorted set of
+* ``node.tok``: ``categorical(V)``, the id of each character in the vocabulary (the sorted set of
   characters of the whole text; ``meta["vocabulary"]`` lists them);
-* ``node.y``: ``index(V)``, the id of the *next* character (the target of a next-token
+* ``node.y``: ``categorical(V)``, the id of the *next* character (the target of a next-token
   node-level ``classification`` task with ``num_classes: V``; its ``bits_per_token`` metric
   is then bits per character).
 
@@ -36,7 +36,7 @@ from pydantic import Field, PositiveInt, model_validator
 from graphdl.data.graph import Graph
 from graphdl.data.registry import Dataset, DatasetParams, DatasetType, register_dataset
 from graphdl.errors import DataError
-from graphdl.types import Index
+from graphdl.types import Categorical
 
 
 class CharTextParams(DatasetParams):
@@ -136,7 +136,7 @@ class CharText(DatasetType):
         v = len(vocab)
         return Dataset(
             graphs,
-            {"node.tok": Index(v), "node.y": Index(v)},
+            {"node.tok": Categorical(v), "node.y": Categorical(v)},
             ["node.y"],
             splits,
             {"source": origin, "sha256": digest, "characters": len(text), "cut": cut, "vocabulary": vocab,

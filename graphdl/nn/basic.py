@@ -27,6 +27,11 @@ def _check_key(v: str) -> str:
     return v
 
 
+def _check_keys(v: list[str]) -> list[str]:
+    """:func:`_check_key` for every item of a list of field keys (``inputs: [node.a, node.b]``)."""
+    return [_check_key(k) for k in v]
+
+
 class FieldParams(BlockParams):
     """``input``: the field read; ``output``: the field written (default: same as input)."""
 
@@ -128,6 +133,8 @@ class MLPBlock(Block):
         norm: Literal["batch", "layer"] | None = None
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         last_act: bool = False
+        out_norm: Literal["layer"] | None = None
+        """``layer``: a LayerNorm over the output, ``LN(MLP(x))`` (GNS encoders and processor)."""
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -136,7 +143,8 @@ class MLPBlock(Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        self.mlp = MLP([sig.info["in_dim"], *p.hidden, p.out_dim], p.act, p.norm, p.dropout, last_act=p.last_act)
+        self.mlp = MLP([sig.info["in_dim"], *p.hidden, p.out_dim], p.act, p.norm, p.dropout, last_act=p.last_act,
+                       out_norm=p.out_norm)
 
     def forward(self, g, f):
         return {self.p.out_key: self.mlp(f[self.p.input])}
@@ -242,7 +250,13 @@ class GraphNorm(Block):
 
 @register_block("concat")
 class Concat(Block):
-    """Concatenate invariant fields of one space along channels: ``output = [a | b | ...]``."""
+    """Concatenate invariant fields along channels: ``output = [a | b | ...]``.
+
+    The inputs live in the output's space, except that a ``graph.*`` field may join a
+    ``node.*`` output: it is repeated on every node of its graph (Battaglia et al.'s
+    broadcast of globals to nodes; GNS appends its ``step_context`` to each particle so).
+    Shapes: ``(n, d_1), (n, d_2), ... -> (n, Σ d_k)``; a broadcast graph field ``(B, d)``
+    counts as ``(N, d)``."""
 
     family = "basic"
 
@@ -251,6 +265,7 @@ class Concat(Block):
         output: str
 
         _v = field_validator("output")(_check_key)
+        _v_in = field_validator("inputs")(_check_keys)
 
         @field_validator("inputs")
         @classmethod
@@ -261,11 +276,18 @@ class Concat(Block):
     def infer(cls, p, fields, ctx):
         space = split_key(p.output)[0]
         total = 0
+        broadcast = []
         for k in p.inputs:
-            if split_key(k)[0] != space:
-                raise InferenceError(f"concat writes the {space} field `{p.output}` but `{k}` is not a {space} field")
+            ks = split_key(k)[0]
+            if ks != space:
+                if not (space == "node" and ks == "graph"):
+                    raise InferenceError(f"concat writes the {space} field `{p.output}` but `{k}` is not a {space} "
+                                         f"field" + (" (a graph field joins node fields only)" if ks == "graph" else ""))
+                broadcast.append(k)
             total += fields.need_scalar(k, cls.name)
-        return Signature({k: fields[k] for k in p.inputs}, {p.output: Scalar(total)})
+        return Signature({k: fields[k] for k in p.inputs}, {p.output: Scalar(total)}, {"broadcast": broadcast})
 
     def forward(self, g, f):
-        return {self.p.output: torch.cat([f[k] for k in self.p.inputs], -1)}
+        bc = self.sig.info.get("broadcast", ())
+        return {self.p.output: torch.cat([f[k].index_select(0, g.batch) if k in bc else f[k]
+                                          for k in self.p.inputs], -1)}

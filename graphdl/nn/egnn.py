@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.basic import _check_key, _check_keys
 from graphdl.nn.mlp import MLP, ActName, activation
 from graphdl.ops.geometry import SAFE_NORM_EPS, safe_norm, safe_sqrt, smooth_sinc
 from graphdl.ops.segment import segment_sum
@@ -331,6 +331,7 @@ class RawCoordinates(Block):
         output: str = "node.h"
 
         _k = _keys("output")
+        _k_in = field_validator("inputs")(_check_keys)
 
     @classmethod
     def infer(cls, p, fields, ctx):

@@ -72,12 +72,15 @@ class MLP(nn.Sequential):
             statistics) or ``"layer"`` after each hidden linear layer.
         dropout: dropout after each hidden activation.
         last_act: apply ``act`` (and norm) after the last layer too.
+        out_norm: ``"layer"`` appends a LayerNorm over the output (after ``last_act`` if set):
+            ``LN(MLP(x))``, the MLP of the GNS encoder and processor (Sanchez-Gonzalez et al.
+            2020), where ``norm`` sits between hidden layers instead.
 
     Shapes: ``(*, dims[0]) -> (*, dims[-1])``.
     """
 
     def __init__(self, dims: Sequence[int], act: str = "relu", norm: str | None = None,
-                 dropout: float = 0.0, bias: bool = True, last_act: bool = False):
+                 dropout: float = 0.0, bias: bool = True, last_act: bool = False, out_norm: str | None = None):
         layers: list[nn.Module] = []
         n = len(dims) - 1
         for i in range(n):
@@ -90,6 +93,10 @@ class MLP(nn.Sequential):
                 layers.append(activation(act))
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))
+        if out_norm == "layer":
+            layers.append(nn.LayerNorm(dims[-1]))
+        elif out_norm is not None:
+            raise ValueError(f"out_norm must be None or 'layer', found {out_norm!r}")
         super().__init__(*layers)
         self.dims = list(dims)
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.basic import _check_key, _check_keys
 from graphdl.nn.cueq import BACKENDS, BackendChoice, CueqLinear, CueqTensorProduct, choose_backend
 from graphdl.nn.mlp import MLP, ActName
 from graphdl.ops.geometry import safe_norm, safe_unit, smooth_sinc
@@ -496,6 +496,7 @@ class IrrepsConcat(Block):
         output: str
 
         _v = field_validator("output")(_check_key)
+        _v_in = field_validator("inputs")(_check_keys)
 
         @field_validator("inputs")
         @classmethod

@@ -1,14 +1,13 @@
 """Sequence inputs as node fields: token embeddings and positional encodings.
 
 A sequence is a graph whose node order is the sequence order (``graph.kind: causal`` or
-``complete`` attends over it, :mod:`graphdl.nn.transformer`). Its tokens arrive as an
-``index(V)`` node field (integer ids), which ``embedding`` turns into channels; the position of
-a node is its index within its own graph, ``i − ptr[b]``, which the positional encodings
-read. A graph transformer on molecules uses structural encodings instead (Laplacian
+``complete`` attends over it, :mod:`graphdl.nn.transformer`). Its tokens arrive as a
+``categorical(V)`` node field (integer ids), which ``embedding`` (:mod:`graphdl.nn.embedding`)
+turns into channels; the position of a node is its index within its own graph, ``i − ptr[b]``,
+which the positional encodings read. A graph transformer on molecules uses structural encodings instead (Laplacian
 eigenvectors, :mod:`graphdl.nn.structural`; degrees and shortest-path distances,
 :mod:`graphdl.nn.graphormer`).
 
-* ``embedding`` — ``nn.Embedding(V, dim)`` of an ``index(V)`` field.
 * ``sinusoidal_pe`` — Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762, §3.5):
   ``PE(p, 2i) = sin(p / base^(2i/d))``, ``PE(p, 2i+1) = cos(p / base^(2i/d))``.
 * ``learned_pe`` — a learned vector per position ``0 .. max_len − 1`` (BERT, GPT).
@@ -22,7 +21,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pydantic import PositiveFloat, PositiveInt, field_validator
 from torch import Tensor, nn
 
@@ -30,7 +28,7 @@ from graphdl.errors import DataError, InferenceError
 from graphdl.nn.attention import dense_index
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.basic import _check_key
-from graphdl.types import Index, Scalar, split_key
+from graphdl.types import Scalar, split_key
 
 
 def node_positions(g) -> Tensor:
@@ -159,47 +157,4 @@ class LearnedPE(Block):
         return {self.p.output: pe}
 
 
-@register_block("embedding")
-class Embedding(Block):
-    r"""Embedding of category ids: ``out_i = W[id_i]`` with ``W`` ``(V, dim)`` (``nn.Embedding``).
-
-    Reads an ``index(V)`` field (tokens of a text, atom types); the only block that may. The
-    parameter is named as ``nn.Embedding``'s (``weight``), so its state dict loads. The
-    ids are checked to lie in ``[0, V)`` when the batch enters the model (CPU batches; see
-    :meth:`graphdl.compile.compiler.GraphModel.check_inputs`). Initialised ``N(0, 1)``.
-
-    Shapes: ``input (n,)`` int64 -> ``output (n, dim)``.
-    """
-
-    family = "basic"
-
-    class Params(BlockParams):
-        input: str = "node.tok"
-        output: str = "node.h"
-        dim: PositiveInt
-
-        _v_in = field_validator("input")(_check_key)
-        _v_out = field_validator("output")(_check_key)
-
-    @classmethod
-    def infer(cls, p, fields, ctx):
-        t = fields.need(p.input, cls.name)
-        if not isinstance(t, Index):
-            raise InferenceError(f"embedding reads category ids, but `{p.input}` is {t}; declare the ids as "
-                                 f"`{p.input}: index(V)` (V = number of categories), or use `linear` on real features")
-        if split_key(p.input)[0] != split_key(p.output)[0]:
-            raise InferenceError(f"embedding writes one row per row of `{p.input}`; `{p.output}` is on another space")
-        return Signature({p.input: t}, {p.output: Scalar(p.dim)}, {"num_classes": t.num_classes})
-
-    def __init__(self, p, sig, ctx=None):
-        super().__init__(p, sig, ctx)
-        self.weight = nn.Parameter(torch.randn(sig.info["num_classes"], p.dim))
-
-    def forward(self, g, f):
-        return {self.p.output: F.embedding(f[self.p.input].long(), self.weight)}
-
-    def describe_extra(self) -> str:
-        return f"{self.weight.size(0)} ids -> {self.p.dim}"
-
-
-__all__ = ["Embedding", "LearnedPE", "SinusoidalPE", "node_positions", "sinusoidal_encoding"]
+__all__ = ["LearnedPE", "SinusoidalPE", "node_positions", "sinusoidal_encoding"]

@@ -25,7 +25,8 @@ A failing spec prints one line an editor can jump to, and the run exits with sta
 
 DESCRIBE_EPILOG = """examples:
   graphdl describe specs/graph_network.yaml        the table of blocks, fields and parameters
-  graphdl describe --json specs/gin.yaml | jq '.total_parameters'
+  graphdl describe --json specs/gin.yaml > gin.json   the same as JSON (total_parameters, steps, ...)
+  graphdl describe --dataset datasets/freesolv.yaml   a dataset's fields, channel by channel
 
 Each row is one block application (`repeat: N` gives N rows): the fields it reads and
 writes with their types (64 channels, irreps like 8x0e + 4x1o, frame) and its parameter
@@ -34,7 +35,7 @@ count; shared repeats count once. `notes` says how the block runs (e.g. `csr spm
 
 SCHEMA_EPILOG = """examples:
   graphdl schema -o graphdl.schema.json           write the schema of the spec format
-  graphdl schema | python -m json.tool | less       read it
+  graphdl schema | head -n 20                       read it
 
 Editors with the YAML language server (VS Code "YAML" extension, neovim, Helix...) then
 autocomplete and check specs that start with:
@@ -64,6 +65,9 @@ def add_parser(subparsers) -> None:
         epilog=DESCRIBE_EPILOG, formatter_class=fmt)
     p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
+    p.add_argument("--dataset", action="store_true",
+                   help="describe the dataset instead: SPEC is a dataset spec (datasets/*.yaml) or an experiment "
+                        "spec; prints its type, parameters and every field with its type and meaning")
     p.set_defaults(func=cmd_describe)
 
     p = subparsers.add_parser(
@@ -160,7 +164,45 @@ def describe_data(model) -> dict:
     }
 
 
+def describe_dataset(path: str) -> dict:
+    """Type, resolved parameters and fields (type, meaning) of a dataset spec or an experiment's dataset."""
+    from graphdl.spec.loader import load_spec
+    from graphdl.train.data import resolve_dataset
+
+    doc = load_spec(path)
+    import os
+
+    base = os.path.dirname(os.path.abspath(path))
+    if isinstance(doc.data, dict) and "dataset" in doc.data:
+        from graphdl.train.runner import prepare
+
+        ref = prepare(path).data
+    else:
+        from graphdl.train.sections import DatasetSection
+
+        ref = resolve_dataset(DatasetSection(spec=os.path.abspath(path)), doc, base)
+    fields = ref.cls.fields(ref.params)
+    docs = ref.cls.field_docs(ref.params)
+    return {"type": ref.cls.name, "parameters": ref.resolved(),
+            "fields": None if fields is None else {k: {"type": str(t), "meaning": docs.get(k, "")}
+                                                   for k, t in fields.items()}}
+
+
 def cmd_describe(args) -> int:
+    if args.dataset:
+        d = describe_dataset(args.spec)
+        if args.json:
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"dataset type `{d['type']}`: " + ", ".join(f"{k}: {v}" for k, v in d["parameters"].items()
+                                                          if k not in ("graphdl", "type") and v is not None))
+        if d["fields"] is None:
+            print("fields: known once the data is loaded (graphdl run prints them)")
+            return 0
+        width = max(len(f"{k}: {v['type']}") for k, v in d["fields"].items())
+        for k, v in d["fields"].items():
+            print(f"  {f'{k}: ' + v['type']:<{width}}  {v['meaning']}".rstrip())
+        return 0
     model = _compile(args.spec)
     if args.json:
         print(json.dumps(describe_data(model), indent=2))

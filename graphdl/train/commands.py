@@ -11,13 +11,14 @@ import sys
 
 RUN_EPILOG = """examples:
   graphdl run specs/molecular/dmpnn_freesolv.yaml                 train, writing runs/<spec name>/
-  graphdl run SPEC --out runs/a --epochs 5 --seed 1                quick trial with another seed
-  graphdl run SPEC --split-file chemprop_run/splits.json           reuse chemprop's exact split
-  graphdl run SPEC --out runs/a --resume                           continue a run that was killed
-  graphdl run SPEC --out runs/a --overwrite                        replace the run in runs/a once this one finishes
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --epochs 5 --seed 1   a quick trial, another seed
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --epochs 5 --seed 1 --resume   continue it if killed
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --overwrite   replace it once this run finishes
+  graphdl run specs/molecular/gine_freesolv.yaml --split-file runs/a/split.json   the same split (chemprop's
+                                                                  splits.json is read too)
 
 Writes to --out: spec.yaml (resolved), metrics.json (per epoch and final, split sizes, seed),
-best.pt and last.pt, learning_curve.png, test_predictions.csv, timing.json. On a terminal each
+best.pt and last.pt, learning_curve.png, test_predictions.csv, split.json, timing.json, run.json. On a terminal each
 epoch shows a progress bar; in logs, one summary line per epoch.
 
 A directory that holds a run is never replaced by accident: without --resume or --overwrite the
@@ -27,10 +28,11 @@ leaves the old one as it was.
 """
 
 PREDICT_EPILOG = """examples:
-  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/dmpnn-freesolv/best.pt --smiles CCO c1ccccc1
-  graphdl predict SPEC --checkpoint best.pt --csv molecules.csv --smiles-column smiles --out predictions.csv
-  graphdl predict SPEC --checkpoint best.pt --csv molecules.csv --on-invalid skip   keep invalid rows, say why
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --smiles CCO c1ccccc1
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --csv examples/molecules.csv --out p.csv
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --csv examples/molecules.csv --on-invalid skip
 
+--on-invalid skip keeps invalid rows, with empty predictions and the reason in an `error` column.
 From Python: graphdl.load("runs/fs").predict(["CCO"]) (SMILES, RDKit molecules, networkx or graphdl graphs).
 """
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from graphdl.errors import GraphDLError
 
 ARTEFACTS = ("spec.yaml", "last.pt", "best.pt", "metrics.json", "timing.json", "test_predictions.csv",
-             "learning_curve.png", "run.json")
+             "learning_curve.png", "run.json", "split.json")
 """Every file a run writes to its directory (tasks may add more through :func:`register_artefact`)."""
 
 _EXTRA: list[str] = []

@@ -32,20 +32,20 @@ from typing import Any
 import torch
 import yaml
 
-from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
+from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec, resolved_layers
 from graphdl.data.cache import atomic_write
-from graphdl.data.loader import GraphLoader
+from graphdl.data.loader import GraphLoader, StepLoader
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
-from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
 from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
 from graphdl.train.rundir import RunDir, check_out, open_run_dir, register_artefact
 from graphdl.train.sections import TrainSection, dataset_parts
-from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks
+from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks, split_to_rows
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
 
@@ -107,8 +107,9 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     ds_section = spec.sections["dataset"]
     ds_file, ds_inline = dataset_parts(ds_section)[:2]
     # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    path_key = next((k for k in PATH_KEYS if k in (ds_inline or {})), None)
     ds_key = ("dataset", "spec") if ds_file is not None else (
-        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+        ("dataset", path_key) if path_key is not None else ("dataset", "type"))
     data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
@@ -125,23 +126,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
 def resolve(exp: Experiment) -> dict:
     """The resolved spec (plain data; see the module docstring)."""
     spec, plan = exp.spec, exp.plan
-    layers = []
-    seen = set()
-    for step in plan.steps:
-        e = step.entry
-        if e.index in seen:
-            continue
-        seen.add(e.index)
-        entry = step.params.model_dump(mode="json")
-        if e.repeat != 1:
-            entry["repeat"] = e.repeat
-        if e.share_weights:
-            entry["share_weights"] = True
-        if e.residual:
-            entry["residual"] = True
-        if e.label:
-            entry["label"] = e.label
-        layers.append(entry)
+    layers = resolved_layers(plan)
     out: dict[str, Any] = {"graphdl": 1}
     if spec.name:
         out["name"] = spec.name
@@ -177,11 +162,15 @@ def check_experiment(exp: Experiment) -> bool:
     if fields is None:
         return False
     dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
-    check_inputs(dict(exp.spec.inputs), fields, exp.spec.doc, dname)
     names_of = getattr(exp.data.cls, "target_names", None)
     target_field = getattr(exp.data.params, "target_field", None)
     names = {target_field: names_of(exp.data.params)} if names_of is not None and target_field else {}
-    make_task_from_fields(exp, fields, names)
+    task = make_task_from_fields(exp, fields, names)
+    try:
+        task.check_model(dict(exp.spec.inputs))
+    except InferenceError as e:
+        raise exp.spec.doc.error(("task",), str(e)) from None
+    check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(fields)), exp.spec.doc, dname)
     return True
 
 
@@ -195,8 +184,14 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_task(exp: Experiment, dataset) -> Task:
-    """The spec's task bound to the dataset's fields and the model's outputs."""
-    return make_task_from_fields(exp, dataset.fields, (dataset.meta or {}).get("target_names") or {})
+    """The spec's task bound to the dataset's fields, metadata and the model's inputs and outputs."""
+    task = make_task_from_fields(exp, dataset.fields, (dataset.meta or {}).get("target_names") or {})
+    try:
+        task.bind_meta(dict(dataset.meta or {}))
+        task.check_model(dict(exp.spec.inputs))
+    except InferenceError as e:
+        raise exp.spec.doc.error(("task",), str(e)) from None
+    return task
 
 
 def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> Task:
@@ -266,12 +261,17 @@ class EvalSet:
     other per-batch caches are built once too). Drawing nothing from torch's generator (the
     loader gets a seed), it leaves the training's random stream as it was."""
 
-    def __init__(self, graphs: list, index: list[int], batch_size: int, device):
+    def __init__(self, graphs: list, index: list[int], batch_size: int, device, task: Task | None = None,
+                 split: str = "val"):
         self.index = list(index)
+        self.split = split
+        """``val`` or ``test`` (a task may evaluate them differently: short or full rollouts)."""
         self.batches: list[tuple] = []
         start = 0
         ids_all = torch.tensor(self.index, dtype=torch.long)
-        for batch in GraphLoader([graphs[i] for i in self.index], batch_size, shuffle=False, seed=0):
+        examples = task.examples(graphs, self.index, training=False) if task is not None else \
+            [graphs[i] for i in self.index]
+        for batch in GraphLoader(examples, batch_size, shuffle=False, seed=0):
             n = batch.num_graphs
             self.batches.append((batch.to(device), ids_all[start:start + n].to(device)))
             start += n
@@ -317,7 +317,15 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    try:
+        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    except KernelUnavailableError as e:
+        if device is None:  # the spec asked for it: point at its line
+            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                "`device: cuda` is asked for")
+                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
+                            ) from None
+        raise
     out = out or os.path.join("runs", exp.name)
     held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
@@ -343,8 +351,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))
-    check_inputs(dict(exp.spec.inputs), dataset.fields, doc, dname)
     task = make_task(exp, dataset)
+    check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(dataset.fields)), doc, dname)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
     masks = node_masks(exp.data.split)
     if masks is not None:
@@ -393,11 +401,14 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     task.row_mask = phase["train"]
     train_examples = task.examples(graphs, split["train"], training=True)
     task.fit(train_examples)
+    task.prepare_model(model)
     model.to(dev)
     task.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(tr.optimizer, model.parameters())
     train_loader = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
+    if tr.steps_per_epoch is not None:
+        train_loader = StepLoader(train_loader, tr.steps_per_epoch)
     sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
                           monitor_higher=task.monitor_higher)
     eval_bs = tr.eval_batch_size or tr.batch_size
@@ -418,13 +429,15 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         progress.line(f"resuming {out} after epoch {state['epoch']}")
 
     _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    if masks is None:  # the split in source rows: `--split-file DIR/split.json` (or chemprop) reuses it
+        _write_json(rd.path("split.json"), split_to_rows(split, dataset))
     split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
                                         if exp.data.split.type in ("random", "scaffold") else "")
     progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
                   f"{sizes['train']}/{sizes['val']}/{sizes['test']}), {n_params:,} parameters, {task.name} "
                   f"monitoring val {task.monitor}, device {dev.type}, seed {tr.seed}, out {out}")
 
-    val_set = EvalSet(graphs, split["val"], eval_bs, dev)
+    val_set = EvalSet(graphs, split["val"], eval_bs, dev, task, "val")
     es = tr.early_stopping
     has_val = bool(split["val"])
     metric_keys = [k for k in getattr(exp.task_params, "metrics", [])]
@@ -491,7 +504,7 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
-    test_set = EvalSet(graphs, split["test"], eval_bs, dev)
+    test_set = EvalSet(graphs, split["test"], eval_bs, dev, task, "test")
     final_test, collected = evaluate(model, task, test_set, phase["test"])
     _check_eval(model, task, test_set, final_test, "test", None)
     task.write_artefacts(rd.path, collected, dataset)

@@ -328,7 +328,14 @@ def format_table(reports: list[CheckReport]) -> str:
     w = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(x.ljust(w[i]) if i < 2 else x.rjust(w[i]) for i, x in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
-    return "\n".join(lines)
+    return "\n".join(lines + [LEGEND])
+
+
+LEGEND = ("model: pairs the trained model separates (paired Hotelling T² above the threshold, after "
+          "differences within float64 round-off count as equal); unreliable: pairs where the model's outputs "
+          "for two relabellings of the same graph already differ (reliability T² above the threshold), so no "
+          "verdict; 1-WL / 3-WL: pairs those tests tell apart")
+"""Printed under the table: what its columns count."""
 
 
 def _short(spec: str) -> str:

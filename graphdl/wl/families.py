@@ -520,9 +520,10 @@ def load_pairs(name_or_path: str, **params) -> list[PairCase]:
         if params:
             raise DataError(f"a pair file takes no parameters, found {', '.join(sorted(params))}")
         return read_pair_file(name_or_path)
+    hint = did_you_mean(name_or_path, FAMILIES)  # "; did you mean `csl`?" or ""
     raise DataError(
-        f"`{name_or_path}` is neither a pair family{did_you_mean(name_or_path, FAMILIES)} nor an existing "
-        f"pair file (families: {', '.join(sorted(FAMILIES))})"
+        f"`{name_or_path}` is neither a pair family nor an existing pair file (families: "
+        f"{', '.join(sorted(FAMILIES))}){hint}"
     )
 
 

@@ -95,7 +95,7 @@ def test_smooth_sinc_matches_torch_sinc_and_is_twice_differentiable_at_zero():
 
 # ----------------------------------------------------------------------------- every geometric block
 FIELDS = {"node.h": 5, "node.h3": 3, "node.pos": "1o", "node.vel": "1o", "node.f": "2x0e + 1x1o + 1x2e",
-          "edge.a": 1}
+          "edge.a": 1, "node.frame": "frame", "node.pos_backbone": "3x1o", "edge.z": 2}
 
 CASES = {
     "egnn": [{"hidden": 8},
@@ -118,8 +118,15 @@ CASES = {
     "irreps_concat": [{"inputs": ["node.h", "node.pos", "node.vel"], "output": "node.g"}],
     "irreps_select": [{"input": "node.f", "select": "1o", "output": "node.sel"}],
     "vector_out": [{"input": "node.f", "output": "node.vo", "add": "node.pos"}],
+    "edge_displacement": [{"input": "node.pos", "output": "edge.disp", "scale": 0.5}],
     "vector_norm": [{"input": "node.vel", "output": "node.speed"}],
     "vector_dot": [{"inputs": ["node.vel", "node.pos"], "output": "node.vp"}],
+    # frames: every residue's origin at the one point (coincident frames), its N, CA and C there too
+    "ipa": [{"input": "node.h", "pair": "edge.z", "heads": 2, "points_qk": 2, "points_v": 2},
+            {"input": "node.h", "pair": None, "heads": 1}],
+    "frames_from_backbone": [{"input": "node.pos_backbone", "output": "node.fr"}],
+    "backbone_update": [{"input": "node.h"}],
+    "frame_stop_gradient": [{}],
 }
 
 
@@ -155,6 +162,10 @@ def _graph(kind: str, dtype) -> Graph:
     fields["node.pos"] = torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64).expand(n, 3).clone()
     if kind == "nearly_coincident":
         fields["node.pos"] += 1e-6 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(n, 3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.det(q).sign().view(-1, 1, 1)  # proper rotations, origins at the positions
+    fields["node.frame"] = torch.cat([q, fields["node.pos"].unsqueeze(1)], 1)
+    fields["node.pos_backbone"] = fields["node.pos"].repeat(1, 3)  # N, CA, C coincident
     if kind == "coincident_at_rest":
         fields["node.vel"] = torch.zeros(n, 3, dtype=torch.float64)
     return Graph(ei, n, {k: v.to(dtype) for k, v in fields.items()})
@@ -189,7 +200,8 @@ def test_geometric_block_is_finite_with_derivatives_at_degenerate_geometry(name,
     block = BLOCKS[name].build(params, FIELDS).to(dtype)
     g = _batch(dtype)
     f = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in g.fields.items()}
-    wrt = [f[k] for k in block.sig.reads if parse_type(FIELDS[k]) == Irreps.parse("1o")]
+    wrt = [f[k] for k in block.sig.reads
+           if parse_type(FIELDS[k]) in (Irreps.parse("1o"), Irreps.parse("3x1o"), parse_type("frame"))]
     pos = f["node.pos"]
     if not any(w is pos for w in wrt):
         wrt.append(pos)

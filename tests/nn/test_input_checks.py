@@ -51,8 +51,7 @@ def test_integer_features_are_refused_with_the_conversion():
     with pytest.raises(DataError) as info:
         model()(g)
     assert str(info.value) == ("input field `node.x` holds int64 values, but `node.x: 1` is a real-valued feature; "
-                               "convert it with `.float()` (or declare it as the model's dtype; category ids are "
-                               "declared `node.x: index(V)` and read by an `embedding` block)")
+                               "convert it with `.float()` (or declare it as the model's dtype)")
 
 
 def test_a_wider_field_than_declared_is_still_refused():

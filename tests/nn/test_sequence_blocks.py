@@ -1,5 +1,5 @@
-"""Sequences as graphs: the ``index(V)`` field type, ``embedding``, positional encodings and the
-``causal`` graph kind (and ``complete`` with loops placed in order)."""
+"""Sequences as graphs: token sequences (``categorical(V)`` + ``embedding``), positional
+encodings and the ``causal`` graph kind (and ``complete`` with loops placed in order)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import torch
 
 from graphdl.compile import compile_spec
 from graphdl.data.graph import Graph, collate
-from graphdl.errors import DataError, InferenceError, SpecError
-from graphdl.nn.sequence import Embedding, LearnedPE, SinusoidalPE, node_positions, sinusoidal_encoding
+from graphdl.errors import DataError, InferenceError
+from graphdl.nn.sequence import LearnedPE, SinusoidalPE, node_positions, sinusoidal_encoding
 from graphdl.ops.neighbors import build_graph, causal_graph, complete_graph
 from graphdl.spec.model import GraphSpec
-from graphdl.types import Index, parse_type
 
 
 def _seqs(lengths, vocab=7, seed=0):
@@ -22,62 +21,20 @@ def _seqs(lengths, vocab=7, seed=0):
     return collate([Graph(None, n, {"node.tok": torch.randint(0, vocab, (n,), generator=gen)}) for n in lengths])
 
 
-# ------------------------------------------------------------------------------ index type
-def test_index_type_parses_and_prints():
-    assert parse_type("index(103)") == Index(103)
-    assert parse_type(" index( 7 ) ") == Index(7)
-    assert str(Index(5)) == "index(5)" and Index(5).shape() == ()
-    with pytest.raises(ValueError, match="positive number of classes"):
-        parse_type("index(0)")
-    with pytest.raises(ValueError, match="write `index\\(V\\)`"):
-        parse_type("index")
-
-
 def _lm_spec(vocab=7, dim=8):
-    return {"graphdl": 1, "inputs": {"node.tok": f"index({vocab})"}, "graph": {"kind": "causal", "self_loops": True},
-            "model": {"layers": [{"type": "embedding", "dim": dim},
+    return {"graphdl": 1, "inputs": {"node.tok": f"categorical({vocab})"},
+            "graph": {"kind": "causal", "self_loops": True},
+            "model": {"layers": [{"type": "embedding", "input": "node.tok", "output": "node.h", "out_dim": dim},
                                  {"type": "sinusoidal_pe", "add_to": "node.h"},
                                  {"type": "transformer_encoder_layer", "heads": 2, "ff_dim": 16},
                                  {"type": "linear", "input": "node.h", "output": "node.logits", "out_dim": vocab}]}}
 
 
-def test_index_inputs_are_checked_in_one_line():
+def test_token_sequences_run_and_bad_tokens_are_one_line():
     model = compile_spec(_lm_spec())
     assert model(_seqs([4, 2]))["node.logits"].shape == (6, 7)
-    bad = {
-        "float": (Graph(None, 3, {"node.tok": torch.zeros(3)}),
-                  ("input field `node.tok` holds float32 values, but `node.tok: index(7)` is integer category ids; "
-                   "convert it with `.long()`")),
-        "2d": (Graph(None, 3, {"node.tok": torch.zeros(3, 1, dtype=torch.long)}),
-               ("input field `node.tok` has shape (3, 1), but `node.tok: index(7)` is one category id per row, "
-                "shape (rows,); squeeze the trailing axis")),
-        "range": (Graph(None, 3, {"node.tok": torch.tensor([0, 7, 2])}),
-                  ("input field `node.tok` holds ids from 0 to 7, but `node.tok: index(7)` allows 0..6; declare "
-                   "the full vocabulary size or map unknown ids to a reserved one")),
-        "negative": (Graph(None, 2, {"node.tok": torch.tensor([-1, 2])}), "holds ids from -1 to 2"),
-    }
-    for name, (g, msg) in bad.items():
-        with pytest.raises(DataError) as info:
-            model(g)
-        assert msg in str(info.value), name
-
-
-def test_only_embedding_reads_index_fields():
-    spec = _lm_spec()
-    spec["model"]["layers"][0] = {"type": "linear", "input": "node.tok", "output": "node.h", "out_dim": 8}
-    with pytest.raises(SpecError, match="holds category ids \\(index\\(7\\)\\); map them to vectors first with "
-                                        "`\\{type: embedding"):
-        compile_spec(spec)
-    with pytest.raises(InferenceError, match="embedding reads category ids, but `node.h` is 4"):
-        Embedding.build({"input": "node.h", "dim": 3}, {"node.h": 4})
-
-
-def test_embedding_equals_nn_embedding_and_loads_its_state():
-    ref = torch.nn.Embedding(7, 5)
-    block = Embedding.build({"dim": 5}, {"node.tok": "index(7)"})
-    block.load_state_dict(ref.state_dict())
-    g = _seqs([4, 3])
-    assert torch.equal(block(g, dict(g.fields))["node.h"], ref(g["node.tok"]))
+    with pytest.raises(DataError, match="input field `node.tok` holds class 7, outside 0..6 of `node.tok: categorical"):
+        model(Graph(None, 3, {"node.tok": torch.tensor([0, 7, 2])}))
 
 
 # ------------------------------------------------------------------------ positional codes

@@ -34,7 +34,7 @@ def test_specs_check_and_describe_with_their_lowerings(spec, capsys):
     assert text.count("transformer_encoder_layer") == 4
     if spec == LM:
         assert "graph: causal + self-loops" in text and "dense SDPA is_causal" in text
-        assert "node.tok:index(103) -> node.h:256" in text
+        assert "node.tok:categorical(103) -> node.h:256" in text
     else:
         assert "graph: complete + self-loops" in text
         assert "edge bias as additive mask" in text and "node.h:128, edge.spd:8, edge.bond:8 -> node.h:128" in text
@@ -82,9 +82,9 @@ def _small_lm(tmp_path: Path, vocab: int = 62) -> Path:
     """The char_lm spec with a small model on the first 6,000 characters (62 distinct ones)."""
     (tmp_path / "ds.yaml").write_text("graphdl: 1\ntype: char_text\nsource: pydoc_topics\ncontext: 64\n"
                                       "max_characters: 6000\n")
-    spec = {"extends": str(LM), "inputs": {"node.tok": f"index({vocab})"},
+    spec = {"extends": str(LM), "inputs": {"node.tok": f"categorical({vocab})"},
             "model": {"layers": [
-                {"type": "embedding", "input": "node.tok", "output": "node.h", "dim": 32},
+                {"type": "embedding", "input": "node.tok", "output": "node.h", "out_dim": 32},
                 {"type": "sinusoidal_pe", "add_to": "node.h"},
                 {"type": "transformer_encoder_layer", "repeat": 2, "input": "node.h", "heads": 4, "ff_dim": 64,
                  "dropout": 0.0, "activation": "gelu", "norm_first": True},
@@ -108,7 +108,7 @@ def test_graphdl_run_trains_the_language_model_spec(tmp_path):
     # bits = nats / ln 2; the loss is averaged over float32 batches: float32 round-off of a value ~4
     assert abs(final["bits_per_token"] - final["loss"] / math.log(2)) <= 1e-6
     resolved = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
-    assert resolved["inputs"] == {"node.tok": "index(62)"} and resolved["graph"]["kind"] == "causal"
+    assert resolved["inputs"] == {"node.tok": "categorical(62)"} and resolved["graph"]["kind"] == "causal"
     assert parse_spec(str(tmp_path / "run" / "spec.yaml")).inputs["node.tok"].num_classes == 62
 
 
@@ -121,7 +121,7 @@ def test_graphdl_run_trains_the_graphormer_spec(tmp_path):
 def test_lm_spec_builds_the_full_model():
     model = compile_spec(str(LM))
     assert sum(p.numel() for p in model.parameters()) == 3_212_391
-    assert torch.is_tensor(model.blocks[0].weight) and model.blocks[0].weight.shape == (103, 256)
+    assert model.blocks[0].table.weight.shape == (103, 256)
 
 
 # ------------------------------------------------------------------------------ benchmarks

@@ -28,7 +28,8 @@ names a task. A new task adds a file here (or in a user module named by ``import
         def write_artefacts(self, path, collected, dataset): ...   # test-split artefacts
 
 Built in: ``regression`` and ``classification`` (graph or node level, any number of target
-columns) and ``energy_forces`` (energies and conservative forces).
+columns), ``energy_forces`` (energies and conservative forces) and ``frame_denoising``
+(backbone frames of protein chains from noisy ones, scored by FAPE, CA-RMSD and lDDT-Cα).
 """
 
 from __future__ import annotations
@@ -80,6 +81,22 @@ class Task(nn.Module):
     def bind(self, data_fields: dict[str, FieldType], outputs: dict[str, FieldType]) -> None:  # pragma: no cover
         """Check the dataset and model fields fit; raise :class:`InferenceError` if not."""
         raise NotImplementedError
+
+    def bind_meta(self, meta: dict) -> None:
+        """The dataset's metadata (a simulator's time step, walls); default: unused."""
+
+    def check_model(self, spec_inputs: Mapping[str, FieldType]) -> None:
+        """Check the model's declared inputs beyond what :meth:`model_inputs` states; default: nothing."""
+
+    def model_inputs(self, data_fields: Mapping[str, FieldType]) -> Mapping[str, FieldType]:
+        """The fields (and types) the model is fed, which the spec's ``inputs:`` must match
+        (default: the dataset's fields; a task that builds the model's inputs itself, such as
+        ``simulate``, says which)."""
+        return data_fields
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Give the model what :meth:`fit` found that it needs (e.g. data statistics for its
+        standardising blocks, :meth:`graphdl.compile.GraphModel.set_statistics`); default: nothing."""
 
     def fit(self, graphs: Sequence) -> None:
         """Statistics from the training examples (target normalisation); default: none."""
