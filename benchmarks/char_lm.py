@@ -20,7 +20,7 @@ seed (initial weights and data order), so the gap between two seeds sits beside 
 between the two implementations.
 
     python benchmarks/char_lm.py                    # the spec's 2 epochs, both models + 1 noise seed, 1 thread
-    python benchmarks/char_lm.py --epochs 1 --spec my_small_lm.yaml --noise-seeds   # smoke
+    python benchmarks/char_lm.py --epochs 1 --max-steps 2 --max-val 4 --noise-seeds   # smoke
 
 Budget: one torch thread; one model's 2 epochs (206 steps of 16 x 256 tokens, 0.84M tokens) cost
 about 20 min of CPU time; on this project's shared 2-core machine (load ~10) the wall time is
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default=os.path.join(ROOT, "specs", "transformer", "char_lm.yaml"))
     ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
     ap.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps (smoke)")
+    ap.add_argument("--max-val", type=int, default=None, help="validate on the first N validation sequences (smoke)")
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=[1],
                     help="extra torch runs from these seeds (weights and data order) to measure run-to-run noise")
     ap.add_argument("--threads", type=int, default=1)
@@ -199,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     split = ds.splits
     train_graphs = [ds.graphs[i] for i in split["train"]]
     loader = GraphLoader(train_graphs, tr.batch_size, shuffle=True, seed=tr.seed)
-    val = [(g, padded(g)) for g in GraphLoader([ds.graphs[i] for i in split["val"]], tr.eval_batch_size or
-                                                tr.batch_size, shuffle=False, seed=0)]
+    val_graphs = [ds.graphs[i] for i in split["val"][:args.max_val]]
+    val = [(g, padded(g)) for g in GraphLoader(val_graphs, tr.eval_batch_size or tr.batch_size, shuffle=False, seed=0)]
     torch.manual_seed(tr.seed)
     model = build(exp.plan)
     ref = reference_for(model)

@@ -34,6 +34,10 @@ BENCH_TINY = {
     "benchmarks/kernels.py": ["--nodes", "200", "--edges", "1000", "--repeat", "1"],
     "benchmarks/cueq_tfn.py": ["--graphs", "2", "--nodes", "5", "--repeat", "1"],
     "benchmarks/molecular_full_runs.py": ["--epochs", "1", "--limit", "40"],
+    "benchmarks/char_lm.py": ["--epochs", "1", "--max-steps", "2", "--max-val", "4", "--noise-seeds"],
+    "benchmarks/graphormer_freesolv.py": ["--seeds", "0", "--epochs", "1", "--out", "runs/graphormer_bench"],
+    "benchmarks/transformer.py": ["--batch", "2", "--tokens", "16", "--dim", "32", "--ff", "64", "--layers", "1",
+                                  "--iters", "1"],
 }
 
 
