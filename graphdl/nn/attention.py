@@ -5,8 +5,10 @@
 * ``gatv2`` — Brody et al. 2022, "How Attentive are Graph Attention Networks?"
   (https://arxiv.org/abs/2105.14491), PyG ``GATv2Conv`` semantics. Same class as ``gat``
   with ``v2: true``.
-* ``transformer`` — Shi et al. 2021, "Masked Label Prediction" (https://arxiv.org/abs/2009.03509):
-  multi-head dot-product attention as message passing, PyG ``TransformerConv`` semantics.
+* ``transformer_conv`` (also ``transformer``, its first name, kept for existing specs) — Shi et
+  al. 2021, "Masked Label Prediction" (https://arxiv.org/abs/2009.03509): multi-head
+  dot-product attention as message passing, PyG ``TransformerConv`` semantics. Not the
+  transformer of Vaswani et al.: that is ``transformer_encoder_layer`` (:mod:`graphdl.nn.transformer`).
   On a ``complete`` or ``causal`` graph it lowers to dense batched attention
   (``torch.nn.functional.scaled_dot_product_attention`` over padded per-graph blocks).
   The shared lowerings (:func:`dense_attention`, :func:`sparse_attention`) also serve
@@ -368,7 +370,9 @@ class GraphTransformer(Block):
     channels per head, no output projection, no feed-forward, no layer norm. The transformer
     of Vaswani et al. (``torch.nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``,
     number for number) is ``multihead_attention`` and ``transformer_encoder_layer``
-    (:mod:`graphdl.nn.transformer`).
+    (:mod:`graphdl.nn.transformer`). Spec ``type:`` ``transformer_conv`` (PyG's name) or
+    ``transformer`` (the first name, kept so existing specs and checkpoints load unchanged):
+    one layer, same parameters, same state dict.
 
     Lowering: on a ``complete`` or ``causal`` graph and without edge features the layer runs
     as dense attention (:func:`dense_attention`: ``scaled_dot_product_attention`` over
@@ -493,6 +497,16 @@ class GraphTransformer(Block):
         else:
             how = f"sparse (graph kind `{self.ctx.graph_kind}` is not complete or causal)"
         return f"{_heads(self.p.heads)} x {self.p.out_dim}, {how}"
+
+
+@register_block("transformer_conv")
+class TransformerConv(GraphTransformer):
+    """``transformer`` under PyG's name (``TransformerConv``): the same layer, parameters and
+    state dict (see :class:`GraphTransformer`); prefer it in new specs, since a "transformer" in
+    the usual sense is ``transformer_encoder_layer``."""
+
+    class Params(GraphTransformer.Params):
+        pass
 
 
 DENSE_KINDS = ("complete", "causal")
@@ -636,5 +650,5 @@ def dense_index(g, num_nodes_hint: int | None = None) -> tuple[Tensor, Tensor, i
     return idx, counts, m
 
 
-__all__ = ["DENSE_KINDS", "GAT", "GATv2", "GraphTransformer", "LoopedEdges", "dense_attention", "dense_index",
-           "dense_reason", "loop_fill", "looped_edges", "sparse_attention"]
+__all__ = ["DENSE_KINDS", "GAT", "GATv2", "GraphTransformer", "LoopedEdges", "TransformerConv", "dense_attention",
+           "dense_index", "dense_reason", "loop_fill", "looped_edges", "sparse_attention"]

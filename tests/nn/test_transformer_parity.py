@@ -310,3 +310,18 @@ def test_graph_transformer_block_lowers_causal_graphs_too(self_loops):
         outs.append((out.detach(), x.grad))
     assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-12
     assert (outs[0][1] - outs[1][1]).abs().max() <= 1e-12
+
+
+def test_transformer_conv_is_the_legacy_transformer_block_under_pyg_name():
+    """``transformer_conv`` and the first name ``transformer`` build one layer: specs with either
+    compile, a state dict moves between them unchanged, and the outputs are bit-identical."""
+    def spec(t):
+        return {"graphdl": 1, "inputs": {"node.h": D}, "graph": {"kind": "complete"},
+                "model": {"layers": [{"type": t, "input": "node.h", "out_dim": 4, "heads": 2}]}}
+
+    old, new = compile_spec(spec("transformer"), dtype=DT), compile_spec(spec("transformer_conv"), dtype=DT)
+    new.load_state_dict(old.state_dict())
+    _, _, batch = _sequences()
+    with torch.no_grad():
+        assert torch.equal(old(batch)["node.h"], new(batch)["node.h"])
+    assert "transformer_conv" in new.describe() and "dense SDPA" in new.describe()
