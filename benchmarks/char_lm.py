@@ -23,8 +23,8 @@ between the two implementations.
     python benchmarks/char_lm.py --epochs 1 --max-steps 2 --max-val 4 --noise-seeds   # smoke
 
 Budget: one torch thread; one model's 2 epochs (206 steps of 16 x 256 tokens, 0.84M tokens) cost
-about 20 min of CPU time; on this project's shared 2-core machine (load ~10) the wall time is
-several times that.
+about 3.5 min of CPU time (209 s measured), three models about 11 min; on this project's shared
+2-core machine (load ~10) the wall time is several times that (~17 min per model).
 Results: ``benchmarks/results/transformer/README.md``.
 """
 
