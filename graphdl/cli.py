@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         with trusted_imports(bool(getattr(args, "trust", False))):
             return int(args.func(args) or 0)
     except GraphDLError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "silent", False):  # a rank following another rank's failure says nothing
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -79,6 +79,22 @@ class CheckpointError(GraphDLError):
     """A checkpoint does not belong to the spec it is loaded into, or is corrupt."""
 
 
+class DistributedError(GraphDLError):
+    """A data-parallel run lost a rank: one raised, died or stopped answering (a collective timed out).
+
+    ``silent`` errors are raised on the ranks that merely follow another rank's failure; the
+    command line prints nothing for them (the failing rank's line is the one that counts).
+    """
+
+    silent: bool = False
+
+
+class PeerStopped(DistributedError):
+    """Raised on the other ranks when one rank's error stops a data-parallel run (printed by that rank)."""
+
+    silent = True
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean `x`?"`` for the closest choice, or a list of valid ones."""
     choices = sorted(set(choices))

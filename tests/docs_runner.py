@@ -41,6 +41,9 @@ BENCH_TINY = {
     "benchmarks/gns.py": ["--smoke"],
     "benchmarks/gns_table.py": ["--steps", "4"],
     "benchmarks/ipa.py": ["--sizes", "16", "--repeats", "1", "--warmup", "0"],
+    "benchmarks/ddp.py": ["--cases", "1x1", "2x1", "--epochs", "2", "--limit", "40", "--runs", "runs/ddp"],
+    "benchmarks/sampling.py": ["--specs", "specs/sampling/sage_sbm_100k.yaml", "--epochs", "1", "--steps-per-epoch",
+                               "2", "--runs", "runs/scale"],
 }
 
 

@@ -181,20 +181,28 @@ class Graph:
         return self.csr_t().degree()
 
     # ------------------------------------------------------------ conversions
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Graph":
+    def to(self, device=None, dtype: torch.dtype | None = None, *, non_blocking: bool = False) -> "Graph":
         """A copy on ``device`` and/or with floating fields in ``dtype`` (``g.to("cuda")``,
         ``g.to(torch.float64)``, ``g.to("cuda", torch.float32)``); indices and integer or
-        boolean fields keep their dtype."""
+        boolean fields keep their dtype. ``non_blocking``: asynchronous host-to-GPU copies
+        (they overlap with computation when the graph is in pinned memory, :meth:`pin_memory`)."""
         if isinstance(device, torch.dtype):
             device, dtype = None, device
 
         def move(v: Tensor) -> Tensor:
             if dtype is not None and v.is_floating_point():
-                return v.to(device=device, dtype=dtype)
-            return v.to(device) if device is not None else v
+                return v.to(device=device, dtype=dtype, non_blocking=non_blocking)
+            return v.to(device, non_blocking=non_blocking) if device is not None else v
 
         g = self._like(move(self.edge_index), {k: move(v) for k, v in self.fields.items()})
         g.batch = move(self.batch)
+        return g
+
+    def pin_memory(self) -> "Graph":
+        """A copy in page-locked host memory (what ``torch.utils.data.DataLoader(pin_memory=True)``
+        calls), so that ``.to("cuda", non_blocking=True)`` copies asynchronously. Needs CUDA."""
+        g = self._like(self.edge_index.pin_memory(), {k: v.pin_memory() for k, v in self.fields.items()})
+        g.batch = self.batch.pin_memory()
         return g
 
     def _like(self, edge_index: Tensor, fields: dict[str, Tensor]) -> "Graph":

@@ -84,6 +84,11 @@ class GraphLoader:
             batches.pop()
         return batches
 
+    def make_batch(self, index: Sequence[int], key: tuple[int, ...] = ()) -> Graph:
+        """The batch of the graphs at positions ``index`` (``key``, which fixes a sampler's draws
+        in :class:`~graphdl.data.sampling.NeighborLoader`, plays no part here)."""
+        return collate([self.graphs[i] for i in index])
+
     def __iter__(self) -> Iterator[Graph]:
         batches = self.batch_indices(self.epoch)
         self.epoch += 1
@@ -102,14 +107,16 @@ class GraphLoader:
 
 
 class StepLoader:
-    """A fixed number of batches per epoch drawn from a :class:`GraphLoader`'s endless sequence
-    of shuffled passes (``train.steps_per_epoch``): epoch ``e`` yields batches ``e·k .. e·k + k − 1``
-    of pass after pass, so a model that trains by steps (GNS: millions of steps over a few
-    thousand windows) is validated every ``k`` steps, and a resumed run continues the same
-    sequence (each pass's order depends only on the loader's seed and the pass number).
+    """A fixed number of batches per epoch (``train.steps_per_epoch``) drawn from a loader's endless
+    sequence of shuffled passes: epoch ``e`` yields batches ``e·k .. e·k + k − 1`` of pass after
+    pass, so a model that trains by steps (GNS: millions of steps over a few thousand windows) is
+    validated every ``k`` steps, and a resumed run continues the same sequence (each pass's order
+    depends only on the loader's seed and the pass number). The loader is a :class:`GraphLoader`
+    or a :class:`~graphdl.data.sampling.NeighborLoader` (anything with ``batch_indices(pass)`` and
+    ``make_batch(index, key)``).
     """
 
-    def __init__(self, loader: GraphLoader, steps: int):
+    def __init__(self, loader, steps: int):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise DataError(f"steps per epoch must be a positive integer, found {steps!r}")
         if len(loader) == 0:
@@ -124,14 +131,26 @@ class StepLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[Graph]:
+    def batch_indices(self, epoch: int | None = None) -> list[list[int]]:
+        """The graph indices of each of the ``steps`` batches of ``epoch`` (default: the next one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
         per_pass = len(self.loader)
-        first = self.epoch * self.steps
-        self.epoch += 1
+        first = epoch * self.steps
+        out: list[list[int]] = []
         cache: dict[int, list[list[int]]] = {}
         for b in range(first, first + self.steps):
             p, i = divmod(b, per_pass)
             if p not in cache:
                 cache.clear()
                 cache[p] = self.loader.batch_indices(p)
-            yield collate([self.loader.graphs[j] for j in cache[p][i]])
+            out.append(cache[p][i])
+        return out
+
+    def make_batch(self, index: Sequence[int], key: tuple[int, ...] = ()) -> Graph:
+        return self.loader.make_batch(index, key)
+
+    def __iter__(self) -> Iterator[Graph]:
+        epoch = self.epoch
+        self.epoch += 1
+        for i, b in enumerate(self.batch_indices(epoch)):
+            yield self.loader.make_batch(b, (epoch, i, 0))

@@ -16,6 +16,13 @@ RUN_EPILOG = """examples:
   graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --overwrite   replace it once this run finishes
   graphdl run specs/molecular/gine_freesolv.yaml --split-file runs/a/split.json   the same split (chemprop's
                                                                   splits.json is read too)
+  graphdl run specs/molecular/gine_freesolv.yaml --out runs/ddp --epochs 2 --nproc 2   two processes (DDP), the
+                                                                  spec's batch_size split between them
+  graphdl run specs/sampling/sage_sbm_100k.yaml --out runs/sbm   node classification, neighbour-sampled batches
+
+On several machines, the same run under torchrun (one line per machine, HOST = the first one):
+  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 --rdzv-id fs \\
+    --no-python graphdl run specs/molecular/gine_freesolv.yaml --out runs/fs-8
 
 Writes to --out: spec.yaml (resolved), metrics.json (per epoch and final, split sizes, seed),
 best.pt and last.pt, learning_curve.png, test_predictions.csv, split.json, timing.json, run.json. On a terminal each
@@ -59,6 +66,10 @@ def add_parser(subparsers) -> None:
                    help="override train.steps_per_epoch: an epoch is N optimiser steps (a quick trial of a GNS spec)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch even on a terminal")
+    p.add_argument("--nproc", type=int, metavar="N", help="data-parallel training in N processes on this machine "
+                   "(DistributedDataParallel; gloo on CPU, nccl on CUDA); train.batch_size stays the global batch")
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds a data-parallel rank waits for the others "
+                   "before the run stops (default 600)")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser(
@@ -93,11 +104,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _positive("--epochs", args.epochs)
     _positive("--limit", args.limit)
+    _positive("--nproc", args.nproc)
     _positive("--steps-per-epoch", args.steps_per_epoch)
+    if args.timeout is not None and not args.timeout > 0:
+        from graphdl.errors import SpecError
+
+        raise SpecError(f"--timeout must be a positive number of seconds, found {args.timeout}")
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
         split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite,
-        steps_per_epoch=args.steps_per_epoch)
+        nproc=args.nproc, timeout=args.timeout, steps_per_epoch=args.steps_per_epoch)
     return 0
 
 

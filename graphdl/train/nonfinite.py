@@ -12,11 +12,18 @@ the epoch began, the loader's order fixed by ``(seed, epoch)`` — with the mode
 ``check_finite`` debug mode on (one host sync per block) and a check of the loss, of every
 gradient and of every parameter after each step. The first failing check names the place.
 Evaluation is searched the same way, without a replay (it changes no state).
+
+Data parallel (``--nproc``, torchrun): the watch's verdict is agreed by every rank every
+:data:`CHECK_EVERY` steps (a NaN on one rank's share stops all of them at the same step), and
+every rank replays its share of the epoch together with the others (``search(net=, agree=,
+weight=)``), so the replay computes what training computed, averaged gradients included; the
+line names the step and, when another rank than 0 saw it first, that rank's share.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -81,8 +88,18 @@ def _owner(model, name: str) -> str:
     return f"parameter `{name}`"
 
 
-def search(model, task, loader, opt, sched, grad_clip, device, state: dict, upto: int | None) -> str | None:
-    """Replay the epoch from ``state`` up to step ``upto`` (all steps if ``None``); where it fails, or ``None``."""
+def search(model, task, loader, opt, sched, grad_clip, device, state: dict, upto: int | None, *, net=None,
+           agree: Callable[[str | None], str | None] | None = None,
+           weight: Callable[[int, object], float] | None = None) -> str | None:
+    """Replay the epoch from ``state`` up to step ``upto`` (all steps if ``None``); where it fails, or ``None``.
+
+    Data parallel (:mod:`graphdl.train.distributed`): every rank replays its share of the same
+    steps with ``net`` (the DDP-wrapped ``model``, so gradients are averaged as in training) and
+    ``weight(step, batch)`` on its loss; ``agree(finding)`` after each check returns the first
+    rank's finding on every rank, so all ranks stop at the same check. Alone, both are the identity.
+    """
+    agree = agree or (lambda m: m)
+    net = model if net is None else net
     _restore(state, model, task, opt, sched)
     model.train()
     task.train()
@@ -94,18 +111,25 @@ def search(model, task, loader, opt, sched, grad_clip, device, state: dict, upto
                 break
             at = f"batch {i + 1} of {n}"
             batch = batch.to(device)
+            found = loss = None
             try:
-                loss = task.train_loss(model, batch)
+                loss = task.train_loss(net, batch)
             except NonFiniteError as e:
-                return f"{at}: {e}"
-            if not bool(torch.isfinite(loss).all()):
-                return f"{at}: the loss is {_what(loss)} while every block output is finite (the task's loss)"
+                found = f"{at}: {e}"
+            if found is None and not bool(torch.isfinite(loss).all()):
+                found = f"{at}: the loss is {_what(loss)} while every block output is finite (the task's loss)"
+            if (found := agree(found)) is not None:
+                return found
+            w = weight(i, batch) if weight is not None else None
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if w is None else loss * w).backward()
             for name, p in model.named_parameters():
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-                    return (f"{at}: the gradient of {_owner(model, name)} is {_what(p.grad)} (the forward pass and "
-                            f"the loss are finite)")
+                    found = (f"{at}: the gradient of {_owner(model, name)} is {_what(p.grad)} (the forward pass and "
+                             f"the loss are finite)")
+                    break
+            if (found := agree(found)) is not None:
+                return found
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
@@ -113,20 +137,27 @@ def search(model, task, loader, opt, sched, grad_clip, device, state: dict, upto
                 sched.scheduler.step()
             for name, p in model.named_parameters():
                 if not bool(torch.isfinite(p).all()):
-                    return f"{at}: the optimizer step made {_owner(model, name)} {_what(p)}"
+                    found = f"{at}: the optimizer step made {_owner(model, name)} {_what(p)}"
+                    break
+            if (found := agree(found)) is not None:
+                return found
         return None
     finally:
         model.check_finite = False
 
 
-def search_eval(model, task, batches) -> str | None:
-    """The first evaluation batch whose forward pass or loss is not finite, and where."""
+def search_eval(model, task, batches, first: int = 0, total: int | None = None) -> str | None:
+    """The first evaluation batch whose forward pass or loss is not finite, and where.
+
+    ``first`` and ``total``: these batches are a share of a split's (a rank's, under data
+    parallelism), starting at batch ``first`` of ``total``; the message counts in the split's batches."""
     model.check_finite = True
+    total = len(batches) if total is None else total
     try:
         ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
         with ctx:
             for i, (batch, _ids) in enumerate(batches):
-                at = f"batch {i + 1} of {len(batches)}"
+                at = f"batch {first + i + 1} of {total}"
                 try:
                     out = model(batch)
                 except NonFiniteError as e:

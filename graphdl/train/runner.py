@@ -34,11 +34,21 @@ import yaml
 
 from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec, resolved_layers
 from graphdl.data.cache import atomic_write
-from graphdl.data.loader import GraphLoader, StepLoader
-from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
+from graphdl.errors import (
+    DataError,
+    DistributedError,
+    GraphDLError,
+    InferenceError,
+    KernelUnavailableError,
+    NonFiniteError,
+    SpecError,
+)
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
+from graphdl.train import distributed as D
+from graphdl.train import loaders as L
 from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.loaders import EvalSet
 from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
@@ -122,6 +132,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     if limit is not None:
         data.limit = limit
     exp = Experiment(spec, plan, train, data, spec.sections["task"])
+    L.check_loader(exp)
     exp.resolved = resolve(exp)
     return exp
 
@@ -150,6 +161,8 @@ def resolve(exp: Experiment) -> dict:
         ds["limit"] = exp.data.limit
     out["dataset"] = ds
     out["train"] = exp.train.model_dump(mode="json")
+    if out["train"].get("loader", 0) is None:  # unset: leave it out, so that earlier runs' digests still match
+        del out["train"]["loader"]
     return out
 
 
@@ -213,77 +226,127 @@ class _Diverged(Exception):
         self.step = step  # first bad step (0-based), or -1 when only the parameters showed it
 
 
-def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, device, grad_clip, progress,
-              epoch: int, epochs: int) -> float:
-    """One pass over the training batches; returns the row-weighted mean loss.
+def _share(rows: int) -> float:
+    """This rank's weight on its batch loss: ``rows · N / Σ rows`` (1 for one process).
+
+    DDP averages the ranks' gradients, so with these weights the update is the gradient of the
+    mean over every row of the global batch, as one process computes it, even when the ranks'
+    shares differ (a short last batch, node masks). One all-reduce of a number per step."""
+    w = D.world()
+    if not w.active:
+        return 1.0
+    total = D.all_sum(rows)[0]
+    return rows * w.size / total if total > 0 else 0.0
+
+
+def _failed(watch: Watch, model) -> int | None:
+    """The watch's verdict, agreed by every rank (the first bad step of any rank)."""
+    bad = watch.failed(model)
+    if not D.world().active:
+        return bad
+    seen = [b for b in D.all_gather(bad) if b is not None]
+    if not seen:
+        return None
+    steps = [b for b in seen if b >= 0]
+    return min(steps) if steps else -1
+
+
+def run_epoch(model: GraphModel, task: Task, loader, opt, sched, device, grad_clip, progress,
+              epoch: int, epochs: int, net=None) -> float:
+    """One pass over the training batches; returns the row-weighted mean loss (over every rank).
+
+    ``net`` is what the task calls (the model in :class:`~torch.nn.parallel.DistributedDataParallel`
+    under several processes; ``model`` itself otherwise).
 
     Raises:
         _Diverged: a loss or a parameter went non-finite (read every ``CHECK_EVERY`` steps and
             at the end; see :mod:`graphdl.train.nonfinite`).
     """
+    net = model if net is None else net
     model.train()
     task.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = 0
     watch = Watch(device)
+    active = D.world().active
     for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
-        batch = batch.to(device)
-        loss = task.train_loss(model, batch)
+        batch = L.to_device(batch, device)
+        n = 0 if i in getattr(loader, "padded", ()) else task.rows(batch)
+        weight = _share(n)
+        loss = task.train_loss(net, batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if active else loss).backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         if sched.per_step:
             sched.scheduler.step()
         watch.step(i, loss)
-        n = task.rows(batch)
         total += loss.detach().double() * n
         rows += n
-        if (i + 1) % CHECK_EVERY == 0 and (bad := watch.failed(model)) is not None:
+        if (i + 1) % CHECK_EVERY == 0 and (bad := _failed(watch, model)) is not None:
             raise _Diverged(bad)
         if progress.bars and i % 5 == 0:
             progress.loss(float(total) / max(rows, 1))
-    if (bad := watch.failed(model)) is not None:
+    if (bad := _failed(watch, model)) is not None:
         raise _Diverged(bad)
+    if active:
+        t, r = D.all_sum(float(total), rows)
+        return t / max(r, 1)
     return float(total) / max(rows, 1)
 
 
-def _check_eval(model, task, data: EvalSet, result: dict, what: str, epoch: int | None) -> None:
+def _first_message(msg: str | None) -> str | None:
+    """The first rank's message (a search step every rank takes together); the message itself alone."""
+    w = D.world()
+    if not w.active:
+        return msg
+    got = D.all_gather(msg)
+    for r, m in enumerate(got):
+        if m is not None:
+            return m if r == 0 else f"{m} (rank {r}'s share of the batch)"
+    return None
+
+
+def _check_eval(model, task, data, result: dict, what: str, epoch: int | None) -> None:
     """Stop on a non-finite evaluation loss, naming the batch and block (metrics such as r2 may be NaN)."""
     loss = result.get("loss")
     if loss is None or math.isfinite(loss):
         return
-    where = search_eval(model, task, data.batches) or "not located (the forward passes were finite when re-run)"
+    where = search_eval(model, task, data.batches, first=getattr(data, "first", 0),
+                        total=getattr(data, "total", None)) if len(data.batches) else None
+    where = _first_message(where) or "not located (the forward passes were finite when re-run)"
     at = f" after epoch {epoch}" if epoch is not None else ""
-    raise NonFiniteError(f"the {what} loss is {loss}{at}; {where}")
+    D.raise_agreed(NonFiniteError(f"the {what} loss is {loss}{at}; {where}"))
 
 
-class EvalSet:
-    """A split's dataset graphs collated once, in order, on the device (reused every epoch: the CSR and
-    other per-batch caches are built once too). Drawing nothing from torch's generator (the
-    loader gets a seed), it leaves the training's random stream as it was."""
+def evaluate(model: GraphModel, task: Task, data, row_mask: str | None = None) -> tuple[dict, dict]:
+    """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions.
 
-    def __init__(self, graphs: list, index: list[int], batch_size: int, device, task: Task | None = None,
-                 split: str = "val"):
-        self.index = list(index)
-        self.split = split
-        """``val`` or ``test`` (a task may evaluate them differently: short or full rollouts)."""
-        self.batches: list[tuple] = []
-        start = 0
-        ids_all = torch.tensor(self.index, dtype=torch.long)
-        examples = task.examples(graphs, self.index, training=False) if task is not None else \
-            [graphs[i] for i in self.index]
-        for batch in GraphLoader(examples, batch_size, shuffle=False, seed=0):
-            n = batch.num_graphs
-            self.batches.append((batch.to(device), ids_all[start:start + n].to(device)))
-            start += n
-
-
-def evaluate(model: GraphModel, task: Task, data: EvalSet, row_mask: str | None = None) -> tuple[dict, dict]:
-    """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions."""
+    Several ranks: a sharded set (:attr:`EvalSet.sharded`) is evaluated share by share and the
+    collected rows are gathered in batch order, so loss (a sum over rows over a count of rows) and
+    every metric are those of one process; otherwise every rank evaluates the whole split and
+    rank 0's metrics are kept by all (so every rank takes the same decisions)."""
     task.row_mask = row_mask
-    return task.evaluate(model, data)
+    w = D.world()
+    if not w.active:
+        return task.evaluate(model, data)
+    if not getattr(data, "sharded", False):
+        metrics, collected = task.evaluate(model, data)
+        return D.broadcast(metrics), collected
+    if len(data.batches):
+        metrics, collected = task.evaluate(model, data)
+        rows = sum(task.rows(b) for b, _ in data.batches)
+        part = (metrics.get("loss", 0.0) * rows, rows, collected)
+    else:
+        part = (0.0, 0, {})
+    parts = D.all_gather(part)
+    loss_sum, rows = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    keys = [k for p in parts for k in p[2]]
+    collected = {k: torch.cat([p[2][k] for p in parts if k in p[2]]) for k in dict.fromkeys(keys)}
+    if not rows and not collected:
+        return {}, {}
+    return {"loss": loss_sum / max(rows, 1), **(task.metrics(collected) if collected else {})}, collected
 
 
 def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
@@ -303,145 +366,276 @@ def _write_json(path: str, data: dict) -> None:
 # -------------------------------------------------------------------------------- run
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
-        progress: Progress | None = None, overwrite: bool = False, steps_per_epoch: int | None = None) -> dict:
+        progress: Progress | None = None, overwrite: bool = False, nproc: int | None = None,
+        timeout: float | None = None, steps_per_epoch: int | None = None, _init_method: str | None = None) -> dict:
     """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
 
     ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
     this run has finished); see :mod:`graphdl.train.rundir` for what a failed run leaves behind.
 
+    Data parallel (:mod:`graphdl.train.distributed`): ``nproc=N`` trains in N processes on this
+    machine; a process started by torchrun joins its ranks by itself. ``timeout``: seconds a
+    collective waits for the other ranks (default :data:`~graphdl.train.distributed.DEFAULT_TIMEOUT`).
+    A script that calls ``run(..., nproc=N)`` needs the ``if __name__ == "__main__":`` guard of any
+    multiprocessing program (the ranks' start-up imports the main module of a script).
+
     Raises:
         SpecError, DataError: before anything is written to ``out``.
         RunDirError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` was given.
+        DistributedError: a rank of a data-parallel run died or stopped answering.
     """
-    t_start = time.perf_counter()
-    progress = progress or Progress()
-    exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
-                  steps_per_epoch=steps_per_epoch)
-    tr = exp.train
-    doc = exp.spec.doc
-    if tr.num_threads:
-        torch.set_num_threads(tr.num_threads)
+    kw = dict(out=out, epochs=epochs, device=device, seed=seed, resume=resume, split_file=split_file,
+              limit=limit, overwrite=overwrite, steps_per_epoch=steps_per_epoch)
+    env = D.world_from_env()
+    if nproc is not None and nproc > 1:
+        if env is not None and env.active:
+            raise DistributedError(f"--nproc {nproc} starts its own processes, but this one is already rank "
+                                   f"{env.rank} of {env.size} (torchrun); leave --nproc out under torchrun "
+                                   f"(--nproc-per-node says how many)")
+        return _launch(source, nproc, progress or Progress(), timeout, **kw)
+    if env is None or not env.active:
+        return _run(source, progress=progress, **kw)
+    D.init(env, timeout=timeout, init_method=_init_method or "env://")
     try:
-        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+        return _run(source, progress=progress, **kw)
+    except GraphDLError:
+        raise
+    except Exception as e:
+        if D.is_comm_error(e):
+            raise D.lost_contact(e) from None
+        raise
+    finally:
+        D.shutdown()
+
+
+def _launch(source, nproc: int, progress: Progress, timeout: float | None, **kw) -> dict:
+    """``--nproc N``: the one-process checks here, then N ranks (see :func:`graphdl.train.distributed.launch`)."""
+    from graphdl.spec.loader import imports_trusted
+
+    if isinstance(source, Spec):
+        if not source.file or source.file.startswith("<"):
+            raise DistributedError("--nproc starts new processes that read the spec from its file; give a path")
+        source = source.file
+    exp = prepare(source, epochs=kw["epochs"], seed=kw["seed"], split_file=kw["split_file"], device=kw["device"],
+                  limit=kw["limit"], steps_per_epoch=kw["steps_per_epoch"])
+    _check_device(exp, kw["device"])
+    out = kw["out"] or os.path.join("runs", exp.name)
+    check_out(out, resume=kw["resume"], overwrite=kw["overwrite"])
+    kwargs = {**kw, "source": os.fspath(source), "out": out,
+              "progress_args": {"bars": progress.bars, "quiet": progress.quiet}}
+    D.launch(nproc, kwargs, trust=imports_trusted(), timeout_s=timeout, threads=exp.train.num_threads)
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _check_device(exp: Experiment, device: str | None) -> None:
+    """An unavailable device fails before anything is loaded (at the spec's line if it asked for it)."""
+    try:
+        pick_device(exp.train.device)
     except KernelUnavailableError as e:
         if device is None:  # the spec asked for it: point at its line
-            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
-                                                                "`device: cuda` is asked for")
-                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
-                            ) from None
+            raise exp.spec.doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                         "`device: cuda` is asked for")
+                                     .replace("use `--device cpu`",
+                                              "write `device: cpu` (or `auto`), or pass `--device cpu`")) from None
         raise
-    out = out or os.path.join("runs", exp.name)
-    held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
+
+
+def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progress, overwrite,
+         steps_per_epoch=None) -> dict:
+    """One rank's run (the only one without data parallelism); see :func:`run`.
+
+    Each phase before training ends with :func:`~graphdl.train.distributed.agree`: when a rank
+    fails a check, every rank stops and rank 0 prints the line."""
+    t_start = time.perf_counter()
+    w = D.world()
+    progress = progress or Progress()
+    if not w.main:
+        progress = Progress(quiet=True)
+    exp = held = ck = None
+    with D.phase():
+        exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
+                      steps_per_epoch=steps_per_epoch)
+        if exp.train.num_threads:
+            torch.set_num_threads(exp.train.num_threads)
+        _check_device(exp, device)
+        out = out or os.path.join("runs", exp.name)
+        if w.main:
+            held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
+            if resume:
+                if os.path.exists(os.path.join(out, "last.pt")):
+                    ck = C.load(os.path.join(out, "last.pt"))
+                    C.check_compatible(ck, exp.resolved, os.path.join(out, "last.pt"), model_only=False,
+                                       spec_file=exp.spec.file)
+                else:
+                    progress.line(f"note: {out} holds no last.pt to resume from; starting from epoch 1")
+    ck = D.broadcast(ck)
+    tr = exp.train
+    doc = exp.spec.doc
     run_digest = C.digest(exp.resolved)
     model_digest = C.digest(C.model_part(exp.resolved))
 
-    ck = None
-    if resume:
-        if os.path.exists(os.path.join(out, "last.pt")):
-            ck = C.load(os.path.join(out, "last.pt"))
-            C.check_compatible(ck, exp.resolved, os.path.join(out, "last.pt"), model_only=False,
-                               spec_file=exp.spec.file)
+    # rank 0 loads first (a generated dataset is made and cached once), the other ranks read its cache
+    dataset = None
+    with D.phase():
+        if w.main:
+            dataset = exp.data.load()
+    with D.phase():
+        if dataset is None:
+            dataset = exp.data.load()
+    with D.phase():
+        dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+        skipped = (dataset.meta or {}).get("skipped") or []
+        if isinstance(skipped, dict):  # counts by reason (generated datasets such as mmff_conformers)
+            if sum(skipped.values()):
+                progress.line("note: the dataset skipped " + ", ".join(f"{n} ({why})" for why, n in skipped.items()
+                                                                        if n) + " source molecules (see its meta)")
+        elif skipped:
+            shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
+            progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
+                          + (" ..." if len(skipped) > 5 else ""))
+        task = make_task(exp, dataset)
+        check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(dataset.fields)), doc, dname)
+        split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
+        masks = node_masks(exp.data.split)
+        if masks is not None:
+            if getattr(task, "level", "graph") != "node":
+                raise doc.error(("dataset", "split"), f"a `{exp.data.split.type}` split selects nodes, but the task "
+                                                      f"target `{getattr(exp.task_params, 'target', '?')}` is not a "
+                                                      f"node field; use a graph split (random, scaffold, file, ...)")
+            sizes = {k: sum(int(dataset.graphs[i][masks[k]].sum()) for i in v) for k, v in split.items()}
         else:
-            progress.line(f"note: {out} holds no last.pt to resume from; starting from epoch 1")
-
-    dataset = exp.data.load()
-    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
-    skipped = (dataset.meta or {}).get("skipped") or []
-    if isinstance(skipped, dict):  # counts by reason (generated datasets such as mmff_conformers)
-        if sum(skipped.values()):
-            progress.line("note: the dataset skipped " + ", ".join(f"{n} ({why})" for why, n in skipped.items() if n)
-                          + " source molecules (see its meta)")
-    elif skipped:
-        shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
-        progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
-                      + (" ..." if len(skipped) > 5 else ""))
-    task = make_task(exp, dataset)
-    check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(dataset.fields)), doc, dname)
-    split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
-    masks = node_masks(exp.data.split)
-    if masks is not None:
-        if getattr(task, "level", "graph") != "node":
-            raise doc.error(("dataset", "split"), f"a `{exp.data.split.type}` split selects nodes, but the task "
-                                                  f"target `{getattr(exp.task_params, 'target', '?')}` is not a node "
-                                                  f"field; use a graph split (random, scaffold, file, ...)")
-        sizes = {k: sum(int(dataset.graphs[i][masks[k]].sum()) for i in v) for k, v in split.items()}
-    else:
-        sizes = {k: len(v) for k, v in split.items()}
-    unit = "nodes" if masks is not None else "graphs"
-    total = sum(sizes.values()) if masks is not None else len(dataset)
-    try:
-        split_warnings = check_split_sizes(exp.data.split, sizes, total, unit)
-    except DataError as e:
-        raise doc.error(("dataset", "split"), f"{e} (dataset `{dname}`)") from None
-    for w in split_warnings:
-        progress.line(w)
+            sizes = {k: len(v) for k, v in split.items()}
+        L.check_data(exp, task, dataset, masks, doc)
+        unit = "nodes" if masks is not None else "graphs"
+        total = sum(sizes.values()) if masks is not None else len(dataset)
+        try:
+            split_warnings = check_split_sizes(exp.data.split, sizes, total, unit)
+        except DataError as e:
+            raise doc.error(("dataset", "split"), f"{e} (dataset `{dname}`)") from None
+        for line in split_warnings:
+            progress.line(line)
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
-    # every check passed: only now is anything written (see graphdl.train.rundir)
+    # every check passed: only now is anything written (see graphdl.train.rundir), by rank 0 alone
     for name in task.artefacts:
         register_artefact(name)
-    rd = open_run_dir(out, overwrite=overwrite, held=held)
-    if rd.staged:
-        progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run finishes")
+    rd = None
+    with D.phase():
+        if w.main:
+            rd = open_run_dir(out, overwrite=overwrite, held=held)
+            if rd.staged:
+                progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run "
+                              f"finishes")
     try:
-        metrics = _train(exp, rd, ck, dataset, dname, task, split, sizes, masks, phase, run_digest, model_digest,
-                         progress, t_start)
+        metrics = _train(exp, out, rd, ck, dataset, dname, task, split, sizes, masks, phase, run_digest,
+                         model_digest, progress, t_start)
     except BaseException:
-        rd.abandon()
+        if rd is not None:
+            rd.abandon()
         raise
-    rd.finish()
+    if rd is not None:
+        rd.finish()
+    D.barrier()  # the other ranks return once the artefacts are in place
     return metrics
 
 
-def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, masks, phase, run_digest,
-           model_digest, progress, t_start) -> dict:
-    """Train, select and evaluate into ``rd.work`` (the checks of :func:`run` have passed)."""
-    tr, out = exp.train, rd.out
-    dev = pick_device(tr.device)
-    last_path, best_path = rd.path("last.pt"), rd.path("best.pt")
+def _seed_rank(seed: int, epoch: int = 0) -> None:
+    """Ranks other than 0 draw dropout masks from their own stream (rank 0 keeps the one-process stream)."""
+    w = D.world()
+    if w.rank:
+        torch.manual_seed((seed * 1_000_003 + w.rank * 7919 + epoch) % (2**63 - 1))
+
+
+def _probe(model, task, loader, opt, device) -> list[str]:
+    """Names of the parameters one training step leaves without a gradient (for DDP's
+    ``find_unused_parameters``); model, task, optimizer and random states are restored after."""
+    state = snapshot(model, task, opt, _NoSchedule())
+    parts = loader.parts(0)
+    index = parts[0] if parts and len(parts[0]) else loader.base.batch_indices(0)[0][:1]
+    batch = L.to_device(loader.base.make_batch(index, (0, 0, loader.rank)), device)
+    model.train()
+    task.train()
+    opt.zero_grad(set_to_none=True)
+    task.train_loss(model, batch).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    opt.zero_grad(set_to_none=True)
+    model.load_state_dict(state["model"])
+    task.load_state_dict(state["task"])
+    torch.set_rng_state(state["rng"])
+    return unused
+
+
+class _NoSchedule:
+    def state_dict(self) -> dict:
+        return {}
+
+
+def _train(exp: Experiment, out: str, rd: RunDir | None, ck, dataset, dname, task, split, sizes, masks, phase,
+           run_digest, model_digest, progress, t_start) -> dict:
+    """Train, select and evaluate into ``rd.work`` (the checks of :func:`run` have passed).
+
+    Under several ranks every rank runs this; ``rd`` is ``None`` except on rank 0, which alone writes."""
+    tr = exp.train
+    w = D.world()
+    dev = D.device_for(pick_device(tr.device))
+    last_path, best_path = (rd.path("last.pt"), rd.path("best.pt")) if rd is not None else (None, None)
     torch.manual_seed(tr.seed)
     model = build(exp.plan)
     graphs = dataset.graphs
     task.row_mask = phase["train"]
     train_examples = task.examples(graphs, split["train"], training=True)
-    task.fit(train_examples)
+    task.fit(train_examples)  # over the whole training split, on every rank ...
+    D.broadcast_module(task)  # ... and rank 0's numbers kept by all (bit for bit)
     task.prepare_model(model)
     model.to(dev)
     task.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(tr.optimizer, model.parameters())
-    train_loader = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
-    if tr.steps_per_epoch is not None:
-        train_loader = StepLoader(train_loader, tr.steps_per_epoch)
+    train_loader = L.train_loader(exp, task, graphs, train_examples, phase, dev)
     sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
                           monitor_higher=task.monitor_higher)
-    eval_bs = tr.eval_batch_size or tr.batch_size
 
     state = {"epoch": 0, "history": [], "best": {"epoch": None, "value": None}, "bad_epochs": 0, "stopped": False,
-             "seconds": []}
+             "seconds": [], "train_seconds": []}
     if ck is not None:
         model.load_state_dict(ck["model"])
         task.load_state_dict(ck["task"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        if dev.type == "cuda" and ck.get("cuda_rng") is not None:
+        rngs = ck.get("rng_ranks")
+        if rngs is not None and len(rngs) == w.size:  # the same world: every rank its own stream
+            torch.set_rng_state(rngs[w.rank])
+        elif w.main:
+            torch.set_rng_state(ck["rng"])
+        else:  # another world size: rank 0 continues the recorded stream, the others start theirs
+            _seed_rank(tr.seed, int(ck.get("epoch", 0)))
+        if dev.type == "cuda" and ck.get("cuda_rng") is not None and w.main:
             torch.cuda.set_rng_state(ck["cuda_rng"])
         for k in state:
             if k in ck:
                 state[k] = ck[k]
         progress.line(f"resuming {out} after epoch {state['epoch']}")
+    else:
+        _seed_rank(tr.seed)
+    net = D.wrap_model(model, dev, lambda: _probe(model, task, train_loader, opt, dev))
 
-    _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
-    if masks is None:  # the split in source rows: `--split-file DIR/split.json` (or chemprop) reuses it
-        _write_json(rd.path("split.json"), split_to_rows(split, dataset))
+    if rd is not None:
+        _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+        if masks is None:  # the split in source rows: `--split-file DIR/split.json` (or chemprop) reuses it
+            _write_json(rd.path("split.json"), split_to_rows(split, dataset))
     split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
                                         if exp.data.split.type in ("random", "scaffold") else "")
+    ranks = ""
+    if w.active:
+        bs = getattr(train_loader.base, "batch_size", tr.batch_size)
+        ranks = f" x {w.size} processes ({D.backend()}; batch {bs} = {w.size} shares of ~{bs // w.size})"
     progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
                   f"{sizes['train']}/{sizes['val']}/{sizes['test']}), {n_params:,} parameters, {task.name} "
-                  f"monitoring val {task.monitor}, device {dev.type}, seed {tr.seed}, out {out}")
+                  f"monitoring val {task.monitor}, device {dev.type}{ranks}, seed {tr.seed}, out {out}")
 
-    val_set = EvalSet(graphs, split["val"], eval_bs, dev, task, "val")
+    cache: dict = {}
+    val_set = L.eval_set(exp, task, graphs, split["val"], "val", phase["val"], dev, cache)
     es = tr.early_stopping
     has_val = bool(split["val"])
     metric_keys = [k for k in getattr(exp.task_params, "metrics", [])]
@@ -453,9 +647,10 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         start = snapshot(model, task, opt, sched)
         try:
             train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch,
-                                   tr.epochs)
+                                   tr.epochs, net)
         except _Diverged as d:
-            _stop_diverged(d, model, task, train_loader, opt, sched, tr.grad_clip, dev, start, epoch, rd, state)
+            _stop_diverged(d, model, task, train_loader, opt, sched, tr.grad_clip, dev, start, epoch, rd, state, net)
+        t_train = time.perf_counter() - t0
         evaluated = epoch % tr.eval_every == 0 or epoch == tr.epochs
         val = evaluate(model, task, val_set, phase["val"])[0] if evaluated else {}
         if evaluated:
@@ -487,31 +682,38 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         state["epoch"] = epoch
         seconds = time.perf_counter() - t0
         state["seconds"].append(seconds)
-        ckpt = {
-            "spec": exp.resolved, "digest": run_digest, "model_digest": model_digest,
-            "model": model.state_dict(), "task": task.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
-            "data_fields": {k: str(t) for k, t in dataset.fields.items()},
-            "target_names": (dataset.meta or {}).get("target_names") or {}, **state,
-        }
-        if improved:
-            C.save(best_path, ckpt)
-        C.save(last_path, ckpt)
+        state["train_seconds"].append(t_train)
+        rngs = D.all_gather(torch.get_rng_state()) if w.active else None
+        if rd is not None:
+            ckpt = {
+                "spec": exp.resolved, "digest": run_digest, "model_digest": model_digest,
+                "model": model.state_dict(), "task": task.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
+                "world_size": w.size, "rng_ranks": rngs,
+                "data_fields": {k: str(t) for k, t in dataset.fields.items()},
+                "target_names": (dataset.meta or {}).get("target_names") or {}, **state,
+            }
+            if improved:
+                C.save(best_path, ckpt)
+            C.save(last_path, ckpt)
         progress.line(summary_line(epoch, tr.epochs, train_loss, val, lr, seconds, improved and has_val, metric_keys))
         if state["stopped"]:
             progress.line(f"early stopping: val {task.monitor} has not improved for {es.patience} epochs "
                           f"(best epoch {state['best']['epoch']})")
 
-    # final evaluation with the best weights
-    best_ck = C.load(best_path) if os.path.exists(best_path) else C.load(last_path)
-    model.load_state_dict(best_ck["model"])
-    task.load_state_dict(best_ck["task"])
+    # final evaluation with the best weights (rank 0 reads them; every rank takes them)
+    best_state = None
+    if rd is not None:
+        best_ck = C.load(best_path) if os.path.exists(best_path) else C.load(last_path)
+        best_state = {"model": best_ck["model"], "task": best_ck["task"]}
+    best_state = D.broadcast(best_state)
+    model.load_state_dict(best_state["model"])
+    task.load_state_dict(best_state["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
-    test_set = EvalSet(graphs, split["test"], eval_bs, dev, task, "test")
+    test_set = L.eval_set(exp, task, graphs, split["test"], "test", phase["test"], dev, cache)
     final_test, collected = evaluate(model, task, test_set, phase["test"])
     _check_eval(model, task, test_set, final_test, "test", None)
-    task.write_artefacts(rd.path, collected, dataset)
     metrics = {
         "spec": exp.name,
         "spec_digest": run_digest,
@@ -526,12 +728,16 @@ def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, 
         "stopped_early": state["stopped"],
         "final": {"val": final_val, "test": final_test},
     }
-    _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
-    _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
-    _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
-    learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
-                   state["best"]["epoch"] if has_val else None, exp.name)
+    if rd is not None:
+        task.write_artefacts(rd.path, collected, dataset)
+        _write_json(rd.path("metrics.json"), metrics)
+        _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"],
+                                             "train_seconds": state["train_seconds"], "total_seconds": total,
+                                             "processes": w.size})
+        _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
+        learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
+                       state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
@@ -551,7 +757,8 @@ def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 1),
         "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()},
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads(),
+                    "processes": D.world().size},
         "dataset": metrics["dataset"],
         "split": metrics["split"],
         "seed": metrics["seed"],
@@ -565,22 +772,32 @@ def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
     }
 
 
+
+
 def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
-                   rd: RunDir, state: dict) -> None:
-    """Locate a non-finite training step by replaying the epoch, then stop with one line."""
-    loader.set_epoch(epoch - 1)  # the same batches again (a StepLoader advances its epoch as it runs)
-    where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step)
+                   rd: RunDir | None, state: dict, net=None) -> None:
+    """Locate a non-finite training step by replaying the epoch, then stop with one line.
+
+    Under several ranks every rank replays its share of the same steps in step (the replay's
+    checks are agreed after each stage), and the first rank's finding is the line."""
+    loader.set_epoch(epoch - 1)  # the replay draws this epoch's order again (iterating it moved the loader on)
+    active = D.world().active
+    weight = (lambda i, batch: _share(0 if i in loader.padded else task.rows(batch))) if active else None
+    where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step,
+                   net=net, agree=_first_message if active else None, weight=weight)
     if where is None:
         where = (f"batch {d.step + 1} of {len(loader)} (the replay did not reproduce it: the run is not "
                  f"deterministic here)" if d.step >= 0 else "not located by the replay")
-    if rd.staged:
+    if rd is None:
+        kept = ""
+    elif rd.staged:
         kept = f"{rd.out} keeps the earlier run unchanged"
     elif state["epoch"]:
         kept = f"the weights after epoch {state['epoch']} are in {rd.path('last.pt')}"
     else:
         kept = "no epoch finished"
-    raise NonFiniteError(f"training stopped in epoch {epoch}, {where}; {kept}. Lower `train.optimizer.lr`, set "
-                         f"`train.grad_clip`, or check that batch's inputs")
+    D.raise_agreed(NonFiniteError(f"training stopped in epoch {epoch}, {where}; {kept}. Lower "
+                                  f"`train.optimizer.lr`, set `train.grad_clip`, or check that batch's inputs"))
 
 
 def _write_text(path: str, text: str) -> None:

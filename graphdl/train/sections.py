@@ -31,7 +31,16 @@ import importlib
 import pkgutil
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    create_model,
+    field_validator,
+)
 
 from graphdl.errors import did_you_mean
 from graphdl.spec.model import register_section
@@ -143,6 +152,41 @@ class EarlyStopping(_Section):
     min_delta: NonNegativeFloat = 0.0
 
 
+# ---------------------------------------------------------------------------- loader
+class GraphBatches(_Section):
+    """Whole graphs, ``train.batch_size`` of them per batch (the default)."""
+
+    type: Literal["graphs"] = "graphs"
+
+
+class NeighborSampling(_Section):
+    """GraphSAGE neighbour sampling on one large graph (node tasks): ``fanouts`` in-edges drawn per
+    node at each hop, one entry per message-passing layer (``-1``, or ``fanouts: all``: every
+    in-edge); ``batch_size`` seed nodes per batch (default ``train.batch_size``); evaluation
+    ``full`` (whole graph) or ``sampled`` (with ``eval_fanouts``, default ``fanouts``)."""
+
+    type: Literal["neighbor"] = "neighbor"
+    fanouts: list[int] | Literal["all"]
+    batch_size: int | None = Field(None, ge=1)
+    eval: Literal["full", "sampled"] = "full"
+    eval_fanouts: list[int] | Literal["all"] | None = None
+
+    @field_validator("fanouts", "eval_fanouts")
+    @classmethod
+    def _fanouts(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give one fanout per message-passing layer, e.g. `fanouts: [15, 10]`")
+            bad = [k for k in v if k < 1 and k != -1]
+            if bad:
+                raise ValueError(f"a fanout is a positive number of in-edges per node, or -1 for all of them; "
+                                 f"found {bad[0]}")
+        return v
+
+
+LoaderSpec = Annotated[GraphBatches | NeighborSampling, Field(discriminator="type")]
+
+
 class TrainSection(_Section):
     """How to train: epochs, batches, optimizer, schedule, early stopping, seed, device.
 
@@ -166,6 +210,10 @@ class TrainSection(_Section):
     grad_clip: PositiveFloat | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: PositiveInt | None = None
+    loader: LoaderSpec | None = None
+    """How examples become batches (:mod:`graphdl.train.loaders`): whole graphs (``None`` or
+    ``{type: graphs}``), or neighbour-sampled subgraphs of one large graph (``{type: neighbor,
+    fanouts: [15, 10], batch_size: 1024}``)."""
 
 
 # ----------------------------------------------------------------------------- task

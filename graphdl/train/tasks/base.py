@@ -259,7 +259,11 @@ def _rows(x: Tensor, n: int) -> Tensor:
 def _row_ids(level: str, batch, ids: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
     if level == "graph":
         return {"index": ids}
-    node = torch.arange(batch.num_nodes, device=batch.batch.device) - batch.ptr[batch.batch]
+    origin = batch.fields.get("node.origin")  # a sampled subgraph: node ids of the full graph
+    if origin is not None:
+        node = origin.reshape(-1)
+    else:
+        node = torch.arange(batch.num_nodes, device=batch.batch.device) - batch.ptr[batch.batch]
     out = {"index": ids[batch.batch], "node": node}
     return out if mask is None else {k: v[mask] for k, v in out.items()}
 
