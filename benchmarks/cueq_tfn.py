@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from graphdl import benchmarking
 from graphdl.data.graph import Graph, collate
 from graphdl.nn.se3 import TFN, SE3Transformer
 
+PEERS = ("e3nn", "cuequivariance", "cuequivariance-torch")
 IRREPS = "16x0e + 8x1o + 4x2e"
 FIELDS = {"node.h": IRREPS, "node.pos": "1o", "edge.q": 1}
 
@@ -43,28 +44,30 @@ def _batch(graphs: int, nodes: int, device: str, dtype) -> Graph:
     return g.replace(**{k.replace(".", "__"): v.to(dtype) for k, v in g.fields.items()})
 
 
-def _time(block, g: Graph, sync) -> float:
+def _time(block, g: Graph, device) -> float:
     block.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
-    out = block(g, dict(g.fields))["node.h"]
-    out.pow(2).sum().backward()
-    sync()
-    return time.perf_counter() - t0
+
+    def step():
+        block(g, dict(g.fields))["node.h"].pow(2).sum().backward()
+
+    return benchmarking.timed(step, device)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--graphs", type=int, default=100)
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=11)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    args = ap.parse_args()
+    benchmarking.add_arguments(ap)
+    args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    g = _batch(args.graphs, args.nodes, args.device, dtype)
+    device = benchmarking.resolve_device(args.device)
+    g = _batch(args.graphs, args.nodes, device, dtype)
+    print(benchmarking.banner(device, PEERS))
     print(f"{g.num_nodes} nodes, {g.num_edges} edges, {args.dtype}, {args.device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeat}")
+    rows = []
     print(f"{'block':16s} {'e3nn ms':>9s} {'cueq ms':>9s} {'e3nn/cueq':>9s}  cueq path")
     for name, cls, extra in (("tfn", TFN, {"avg_num_neighbors": args.nodes - 1}),
                              ("se3_transformer", SE3Transformer, {"heads": 4})):
@@ -73,15 +76,17 @@ def main() -> None:
         e3 = cls.build({**p, "backend": "e3nn"}, FIELDS)
         cu = cls.build({**p, "backend": "cuequivariance"}, FIELDS)
         cu.load_state_dict(e3.state_dict())
-        e3, cu = e3.to(args.device, dtype), cu.to(args.device, dtype)
+        e3, cu = e3.to(device, dtype), cu.to(device, dtype)
         for _ in range(2):  # warm-up (e3nn codegen, allocator)
-            _time(e3, g, sync), _time(cu, g, sync)
+            _time(e3, g, device), _time(cu, g, device)
         te, tc = [], []
         for _ in range(args.repeat):
-            te.append(_time(e3, g, sync))
-            tc.append(_time(cu, g, sync))
+            te.append(_time(e3, g, device))
+            tc.append(_time(cu, g, device))
         me, mc = statistics.median(te) * 1e3, statistics.median(tc) * 1e3
         print(f"{name:16s} {me:9.2f} {mc:9.2f} {me / mc:9.2f}  {cu.describe_extra()}")
+        rows.append({"block": name, "e3nn_ms": me, "cueq_ms": mc, "cueq_path": cu.describe_extra()})
+    benchmarking.write_json(args.json, {"args": vars(args), "rows": rows}, device, PEERS)
 
 
 if __name__ == "__main__":

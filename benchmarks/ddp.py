@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the records here")
     ap.add_argument("--markdown", help="write the table here")
     args = ap.parse_args(argv)
+    from graphdl.benchmarking import banner
+
+    print(banner(args.device), flush=True)
     records = []
     for n, t in args.cases:
         rec = run_case(n, t, args)

@@ -5,6 +5,7 @@ Usage::
 
     python benchmarks/gns.py --threads 1                 # speed and parity tables
     python benchmarks/gns.py --smoke                     # tiny sizes, seconds (tests run this)
+    python benchmarks/gns.py --device cuda               # train steps on the GPU (radius rows stay on CPU)
 
 The reference (:class:`ReferenceGNS`) is what DeepMind's ``learning_to_simulate`` computes,
 written the plain way: each MLP is ``nn.Sequential`` (Linear-ReLU-Linear-ReLU-Linear, then
@@ -31,7 +32,6 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,6 +40,8 @@ import time
 import numpy as np
 import torch
 from torch import nn
+
+PEERS = ("scipy",)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "specs", "gns", "water_drop_2d.yaml")
@@ -167,11 +169,18 @@ def parity(model, ref, history, types, batch, graphs) -> dict:
             "max_abs_diff": float((out - ref_out).abs().max()), "bound": bound, "max_abs_out": scale}
 
 
-def time_steps(model, ref, history, types, batch, graphs, repeat: int, warmup: int) -> dict:
-    target = torch.randn(history.size(0), 2, generator=torch.Generator().manual_seed(1))
+def time_steps(model, ref, history, types, batch, graphs, repeat: int, warmup: int, device="cpu") -> dict:
+    """Train-step medians (ms) of both models on ``device`` (the reference's cKDTree runs on the host,
+    as it would in its own training loop)."""
+    from graphdl.benchmarking import synchronize
+
+    target = torch.randn(history.size(0), 2, generator=torch.Generator().manual_seed(1)).to(device)
+    bnp = batch.numpy()
+    pos_np = history[:, -1].double().numpy()
+    model, ref = model.to(device), ref.to(device)
+    history, types, batch = history.to(device), types.to(device), batch.to(device)
     opt_a = torch.optim.Adam(model.parameters(), 1e-4)
     opt_b = torch.optim.Adam(ref.parameters(), 1e-4)
-    bnp = batch.numpy()
 
     def step_ours():
         g = input_graph(model, history, types, batch, graphs)  # a new batch: the graph is rebuilt
@@ -181,8 +190,9 @@ def time_steps(model, ref, history, types, batch, graphs, repeat: int, warmup: i
         opt_a.step()
 
     def step_ref():
-        s, d = kdtree_graph(history[:, -1].double().numpy(), bnp, R)
-        loss = ((ref(history, types, torch.as_tensor(s), torch.as_tensor(d)) - target) ** 2).mean()
+        s, d = kdtree_graph(pos_np, bnp, R)
+        loss = ((ref(history, types, torch.as_tensor(s).to(device), torch.as_tensor(d).to(device)) - target)
+                ** 2).mean()
         opt_b.zero_grad(set_to_none=True)
         loss.backward()
         opt_b.step()
@@ -192,10 +202,13 @@ def time_steps(model, ref, history, types, batch, graphs, repeat: int, warmup: i
         step_ref()
     ta, tb = [], []
     for _ in range(repeat):
+        synchronize(device)
         t0 = time.perf_counter()
         step_ours()
+        synchronize(device)
         t1 = time.perf_counter()
         step_ref()
+        synchronize(device)
         t2 = time.perf_counter()
         ta.append(t1 - t0)
         tb.append(t2 - t1)
@@ -232,11 +245,15 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a test runs this)")
-    ap.add_argument("--json", default=None, help="also write the results here")
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
+    device = benchmarking.resolve_device(args.device)
     if args.smoke:
         args.graphs, args.particles, args.repeat, args.warmup = 2, 60, 2, 1
     torch.set_num_threads(args.threads)
+    print(benchmarking.banner(device, PEERS))
     model, stats = graphdl_model()
     ref = ReferenceGNS()
     with torch.no_grad():
@@ -251,7 +268,7 @@ def main(argv=None) -> int:
         ref.vel_std.copy_(stats["velocity"][1])
     history, types, batch = water_batch(args.graphs, args.particles)
     par = parity(model, ref, history, types, batch, args.graphs)
-    speed = time_steps(model, ref, history, types, batch, args.graphs, args.repeat, args.warmup)
+    speed = time_steps(model, ref, history, types, batch, args.graphs, args.repeat, args.warmup, device)
     rad = time_radius(history, batch, args.repeat)
     res = {"graphs": args.graphs, "particles": args.particles, "threads": args.threads, "parity": par,
            "train_step": speed, "radius_graph": rad}
@@ -267,9 +284,7 @@ def main(argv=None) -> int:
     print(f"| radius graph ({args.graphs} x {args.particles}), graphdl's CPU default (cKDTree + exact test) | "
           f"{rad['graphdl_kdtree_ms']:.2f} ms | {rad['ckdtree_ms']:.2f} ms (cKDTree) | "
           f"{rad['ckdtree_ms'] / rad['graphdl_kdtree_ms']:.2f}x |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    benchmarking.write_json(args.json, res, device, PEERS)
     ok = par["same_graph"] and par["max_abs_diff"] <= par["bound"]
     return 0 if ok else 1
 

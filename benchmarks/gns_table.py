@@ -20,12 +20,16 @@ import os
 import sys
 
 
-def table(run_dir: str, *, split: str = "test", render: str | None = None, steps: int | None = None) -> str:
+def table(run_dir: str, *, split: str = "test", render: str | None = None, steps: int | None = None,
+          device: str = "cpu", results: dict | None = None) -> str:
+    """The Markdown table of ``run_dir``'s rollouts; ``results`` (a dict) receives the metrics."""
     from graphdl.simulate.commands import rollout_split
 
     spec = os.path.join(run_dir, "spec.yaml")
     res = rollout_split(spec, os.path.join(run_dir, "best.pt"), split=split, steps=steps, render=render,
-                        out=run_dir)
+                        out=run_dir, device=device)
+    if results is not None:
+        results.update(mean=res["mean"], baseline=res["baseline"])
     m, b = res["mean"], res["baseline"]
     rows = [("one-step MSE", "one_step_mse"), ("MSE5", "mse5"), ("MSE20", "mse20"), ("full-rollout MSE", "mse_full"),
             ("kinetic energy, relative error", "ekin_rel"), ("inside the walls (± R)", "inside_box")]
@@ -49,8 +53,16 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--render", choices=["gif", "mp4"], default=None)
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
-    print(table(args.run, split=args.split, render=args.render, steps=args.steps))
+    device = benchmarking.resolve_device(args.device)
+    print(benchmarking.banner(device))
+    results: dict = {}
+    print(table(args.run, split=args.split, render=args.render, steps=args.steps, device=device.type,
+                results=results))
+    benchmarking.write_json(args.json, {"args": vars(args), **results}, device)
     return 0
 
 

@@ -39,11 +39,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SINGLE, PAIR, HEADS, SCALAR, POINTS_QK, POINTS_V = 384, 128, 12, 16, 4, 8
 IMPLS = ("graphdl", "invariant_point_attention")
+PEERS = ("invariant-point-attention",)
 
 
 def _rss_bytes() -> int:
@@ -55,17 +55,17 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _make(impl: str, n: int, seed: int = 0):
+def _make(impl: str, n: int, seed: int = 0, device: str = "cpu"):
     """``step()`` running one forward + backward of ``impl`` on a chain of ``n`` residues."""
     import torch
 
     sys.path.insert(0, ROOT)
     gen = torch.Generator().manual_seed(seed)
-    s = torch.randn(n, SINGLE, generator=gen).requires_grad_(True)
-    z = torch.randn(n * n, PAIR, generator=gen).requires_grad_(True)
+    s = torch.randn(n, SINGLE, generator=gen).to(device).requires_grad_(True)
+    z = torch.randn(n * n, PAIR, generator=gen).to(device).requires_grad_(True)
     q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=gen))
-    rot = q * torch.det(q).sign().view(-1, 1, 1)
-    trans = torch.randn(n, 3, generator=gen) * 15
+    rot = (q * torch.det(q).sign().view(-1, 1, 1)).to(device)
+    trans = (torch.randn(n, 3, generator=gen) * 15).to(device)
     if impl == "graphdl":
         from graphdl.data.graph import Graph
         from graphdl.nn.base import BuildContext
@@ -77,7 +77,8 @@ def _make(impl: str, n: int, seed: int = 0):
             {"node.s": SINGLE, "node.frame": "frame", "edge.z": PAIR},
             BuildContext(graph_kind="complete", self_loops=True))
         torch.nn.init.normal_(block.linear_out.weight, std=0.02)  # AF2 zero-initialises it; any weights time the same
-        ar = torch.arange(n)
+        block.to(device)
+        ar = torch.arange(n, device=device)
         edges = torch.stack([ar.repeat(n), ar.repeat_interleave(n)])  # j -> i for all (i, j), sorted by (i, j)
         g = Graph(edges, n, validate=False, sort=False)
         frame = make_frame(rot, trans)
@@ -89,7 +90,7 @@ def _make(impl: str, n: int, seed: int = 0):
         from invariant_point_attention import InvariantPointAttention as Ref
 
         block = Ref(dim=SINGLE, heads=HEADS, scalar_key_dim=SCALAR, scalar_value_dim=SCALAR, point_key_dim=POINTS_QK,
-                    point_value_dim=POINTS_V, pairwise_repr_dim=PAIR)
+                    point_value_dim=POINTS_V, pairwise_repr_dim=PAIR).to(device)
         rows = rot.transpose(-1, -2).unsqueeze(0)  # its row-vector convention
 
         def step():
@@ -104,37 +105,40 @@ def _make(impl: str, n: int, seed: int = 0):
     return run
 
 
-def run_case(impl: str, n: int, warmup: int, repeats: int, threads: int) -> dict:
-    """One case in this process (called in a fresh subprocess by :func:`main`)."""
+def run_case(impl: str, n: int, warmup: int, repeats: int, threads: int, device: str = "cpu") -> dict:
+    """One case in this process (called in a fresh subprocess by :func:`main`). Peak memory: the
+    resident set's growth on CPU, ``torch.cuda.max_memory_allocated`` growth on CUDA."""
     import warnings
 
     import torch
 
+    from graphdl.benchmarking import timed
+
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(threads)
-    _make(impl, 8)()  # load kernels and thread pools outside the measurement
-    run = _make(impl, n)
-    before = _rss_bytes()
-    t0 = time.perf_counter()
-    run()
-    first = time.perf_counter() - t0
-    peak = _peak_bytes() - before
+    cuda = device.startswith("cuda")
+    _make(impl, 8, device=device)()  # load kernels and thread pools outside the measurement
+    run = _make(impl, n, device=device)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _rss_bytes()
+    first = timed(run, device)
+    peak = (torch.cuda.max_memory_allocated(device) if cuda else _peak_bytes()) - before
     for _ in range(warmup):
         run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+    times = [timed(run, device) for _ in range(repeats)]
     return {"impl": impl, "n": n, "peak_mib": peak / 2 ** 20, "ms": 1e3 * statistics.median(times),
-            "first_ms": 1e3 * first, "repeats": repeats, "threads": threads}
+            "first_ms": 1e3 * first, "repeats": repeats, "threads": threads, "device": device}
 
 
 def _subprocess(impl: str, n: int, args) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0",
                OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, os.path.abspath(__file__), "--case", impl, str(n), "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats), "--threads", str(args.threads)]
+           "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
     if args.mem_limit is not None:
         cmd += ["--mem-limit", str(args.mem_limit)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -174,15 +178,24 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mem-limit", type=float, default=None, help="address-space limit per case, GiB")
-    ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--case", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
+    sys.path.insert(0, ROOT)
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
+    device = benchmarking.resolve_device(args.device)
     if args.case:
         if args.mem_limit is not None:
             lim = int(args.mem_limit * 2 ** 30)
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-        print(json.dumps(run_case(args.case[0], int(args.case[1]), args.warmup, args.repeats, args.threads)))
+        print(json.dumps(run_case(args.case[0], int(args.case[1]), args.warmup, args.repeats, args.threads,
+                                  str(device))))
         return 0
+    torch_threads = __import__("torch").get_num_threads()
+    __import__("torch").set_num_threads(args.threads)  # what the cases run with, for the banner
+    print(benchmarking.banner(device, PEERS))
+    __import__("torch").set_num_threads(torch_threads)
     results = []
     for n in args.sizes:
         for impl in IMPLS:
@@ -190,14 +203,11 @@ def main(argv=None) -> int:
             r = results[-1]
             print(f"  {impl} N={n}: " + (r["error"] if "error" in r else
                                           f"{r['ms']:.1f} ms, peak {r['peak_mib']:.1f} MiB"), flush=True)
-    print(f"\nipa forward + backward, AF2 sizes (single {SINGLE}, pair {PAIR}, {HEADS} heads), float32, CPU, "
+    print(f"\nipa forward + backward, AF2 sizes (single {SINGLE}, pair {PAIR}, {HEADS} heads), float32, {device}, "
           f"{args.threads} thread(s), median of {args.repeats}")
     print(table(results))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "threads": args.threads, "repeats": args.repeats,
-                       "torch": __import__("torch").__version__}, f, indent=2)
+    benchmarking.write_json(args.json, {"results": results, "threads": args.threads, "repeats": args.repeats,
+                                        "torch": __import__("torch").__version__}, device, PEERS)
     return 0
 
 

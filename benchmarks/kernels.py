@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from graphdl import benchmarking
 from graphdl.data.graph import Graph
 from graphdl.ops import (
     CSR,
@@ -39,17 +39,12 @@ except ImportError:  # the benchmark still runs, without the PyG column
     pyg_utils = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+PEERS = ("torch_geometric",)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return (time.perf_counter() - start) * 1e3
+    """Milliseconds of ``fn()``, the device synchronised around the clock."""
+    return benchmarking.timed(fn, device) * 1e3
 
 
 def run_case(
@@ -99,6 +94,10 @@ def print_table(title: str, rows: list[tuple[str, dict[str, tuple[float, float]]
             print(f"{label:<26}{name:<11}{f:>9.2f}{b:>12.2f}{ratio_f:>11}{ratio_b:>11}")
 
 
+def _json_rows(rows: list[tuple[str, dict[str, tuple[float, float]]]]) -> dict:
+    return {case: {impl: {"fwd_ms": f, "fwd_bwd_ms": b} for impl, (f, b) in res.items()} for case, res in rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nodes", type=int, default=50000)
@@ -107,15 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=8, help="heads of the multi-head (GAT) cases")
     p.add_argument("--repeat", type=int, default=11)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["spmm", "segment", "all"], default="all")
+    benchmarking.add_arguments(p)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    device, dtype = torch.device(a.device), getattr(torch, a.dtype)
+    device, dtype = benchmarking.resolve_device(a.device), getattr(torch, a.dtype)
     n, e, c, h = a.nodes, a.edges, a.feat, a.heads
     if c % h:
         p.error(f"--feat ({c}) must be divisible by --heads ({h})")
@@ -133,17 +132,14 @@ def main(argv: list[str] | None = None) -> None:
             check_invariants=False,
         ),
     }
+    print(benchmarking.banner(device, PEERS))
     print(
         f"graph: {n} nodes, {e} edges, {c} features, {h} heads, {a.dtype}, {device}, "
         f"{torch.get_num_threads()} threads, median of {a.repeat}"
     )
-    print(
-        "\nbuild costs (ms, median): "
-        + ", ".join(
-            f"{k} {statistics.median(timed(f, device) for _ in range(a.repeat)):.2f}"
-            for k, f in build.items()
-        )
-    )
+    build_ms = {k: statistics.median(timed(f, device) for _ in range(a.repeat)) for k, f in build.items()}
+    print("\nbuild costs (ms, median): " + ", ".join(f"{k} {v:.2f}" for k, v in build_ms.items()))
+    results: dict = {"args": vars(a), "build_ms": build_ms}
     csr, csr_t = g.csr(), g.csr_t()
 
     def leaf(*shape):
@@ -177,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                 impls["pyg"] = make_impl(pyg, leaves)
             rows.append((name, run_case(impls, a.repeat, device)))
         print_table("spmm: out[i] = sum_e values[e] * x[src[e]] over edges into i", rows)
+        results["spmm"] = _json_rows(rows)
 
     if a.only in ("segment", "all"):
         rows = []
@@ -201,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                 impls["pyg"] = make_impl(lambda pyg_fn=pyg_fn, t=t: pyg_fn(t), [t])
             rows.append((name, run_case(impls, a.repeat, device)))
         print_table("segment ops over dst (graphdl = with ptr; 'no ptr' = graphdl without it)", rows)
+        results["segment"] = _json_rows(rows)
+    benchmarking.write_json(a.json, results, device, PEERS)
 
 
 if __name__ == "__main__":

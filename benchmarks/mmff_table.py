@@ -27,13 +27,18 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def baselines(dataset_spec: str = os.path.join(ROOT, "datasets", "mmff_conformers.yaml")) -> dict:
-    """``{name: {energy_mae, energy_rmse, force_mae, force_rmse}}`` on the test molecules."""
+def baselines(dataset_spec: str = os.path.join(ROOT, "datasets", "mmff_conformers.yaml"),
+              max_molecules: int | None = None) -> dict:
+    """``{name: {energy_mae, energy_rmse, force_mae, force_rmse}}`` on the test molecules
+    (of the first ``max_molecules`` molecules only when given: a smoke run; the recorded
+    checksum of the full set then does not apply)."""
     from graphdl.data import conformers as cf
     from graphdl.spec.loader import load_spec
 
     data = dict(load_spec(dataset_spec).data)
     data.pop("graphdl", None)
+    if max_molecules is not None:
+        data.update(max_molecules=max_molecules, sha256=None)
     ds = cf.MMFFConformers.load(cf.MMFFConformersParams(**{**data, "progress": False}))
     train, test = ds.splits["train"], ds.splits["test"]
     e_train = torch.cat([ds.graphs[i]["graph.energy"].reshape(-1) for i in train]).double()
@@ -52,8 +57,13 @@ def baselines(dataset_spec: str = os.path.join(ROOT, "datasets", "mmff_conformer
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="*", default=[], help="run directories (graphdl run --out DIR)")
+    ap.add_argument("--max-molecules", type=int, default=None, help="baselines on the first N molecules (a smoke run)")
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap, device=None)  # tabulates files and a baseline: no device work to place
     args = ap.parse_args(argv)
-    base = baselines()
+    print(benchmarking.banner())
+    base = baselines(max_molecules=args.max_molecules)
     rows = [("model", "epochs", "wall s", "test energy MAE", "test energy RMSE", "test force MAE", "test force RMSE")]
     b = base["mean energy / zero forces"]
     rows.append(("baseline: mean energy, zero forces", "-", "-", f"{b['energy_mae']:.2f}", f"{b['energy_rmse']:.2f}",
@@ -72,6 +82,7 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(rows[0]))
     for r in rows[1:]:
         print("| " + " | ".join(r) + " |")
+    benchmarking.write_json(args.json, {"args": vars(args), "baselines": base, "rows": rows})
     return 0
 
 

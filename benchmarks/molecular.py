@@ -23,6 +23,7 @@ in 20.5 s per run, graphdl 0.950 ± 0.082 in 11.6 s. The accuracy gap is the rea
 spec sums atom states, chemprop's default divides that sum by 100; chemprop with
 ``--aggregation sum`` reaches 0.958 / 0.948 / 0.829 on these splits.
 
+``--device cuda`` trains graphdl on the GPU; chemprop keeps its own default device.
 Requires chemprop (``pip install -e .[bench]``). Results go to ``--out`` (default
 ``runs/bench_molecular``) as ``results.json`` too.
 """
@@ -42,6 +43,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+PEERS = ("chemprop",)
 
 
 def load_average() -> str:
@@ -103,8 +107,9 @@ def run_chemprop(data: str, out: str, seed: int, epochs: int, targets: list[floa
 
 
 def run_graphdl(spec: str, out: str, seed: int, epochs: int | None, split_file: str | None,
-                targets: list[float] | None) -> dict:
-    cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--seed", str(seed), "--no-progress"]
+                targets: list[float] | None, device: str = "cpu") -> dict:
+    cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--seed", str(seed), "--no-progress",
+           "--device", device]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     if split_file is not None:
@@ -135,17 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/bench_molecular")
     ap.add_argument("--skip-chemprop", action="store_true")
     ap.add_argument("--skip-huuskonen", action="store_true")
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
+    device = benchmarking.resolve_device(args.device)
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     data = os.path.join(out, "freesolv.csv")
     targets = freesolv_csv(data)
     smiles = [r["smiles"] for r in csv.DictReader(open(data))]
-    import torch
-
-    print(f"graphdl vs chemprop on FreeSolv ({len(targets)} molecules); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} cores; load average before: {load_average()}")
+    print(benchmarking.banner(device, PEERS))
+    print(f"graphdl vs chemprop on FreeSolv ({len(targets)} molecules); load average before: {load_average()}")
     results: dict = {"freesolv": {}, "huuskonen": {}, "load_before": load_average()}
     for s in args.seeds:
         row: dict = {}
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  seed {s}: chemprop test RMSE {row['chemprop']['rmse']:.3f} in {row['chemprop']['seconds']:.1f} s "
                   f"(split {'/'.join(map(str, row['chemprop']['sizes']))})", flush=True)
         g_dir = os.path.join(out, f"graphdl_seed{s}")
-        row["graphdl"] = run_graphdl(args.spec, g_dir, s, args.our_epochs, split_file, targets)
+        row["graphdl"] = run_graphdl(args.spec, g_dir, s, args.our_epochs, split_file, targets, device.type)
         g = row["graphdl"]
         assert abs(g["rmse"] - g["rmse_check"]) < 1e-3, (g["rmse"], g["rmse_check"])
         print(f"  seed {s}: graphdl  test RMSE {g['rmse']:.3f} in {g['seconds']:.1f} s (best epoch {g['best_epoch']}, "
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for s in args.seeds:
             res = run_graphdl(args.huuskonen_spec, os.path.join(out, f"huuskonen_seed{s}"), s, args.our_epochs, None,
-                              None)
+                              None, device.type)
             results["huuskonen"][s] = res
             rows.append(res)
             print(f"  seed {s}: Huuskonen test RMSE {res['rmse']:.3f}, R² {res['r2']:.3f} in {res['seconds']:.1f} s",
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {results['load_after']}")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    benchmarking.write_json(args.json, {"args": vars(args), **results}, device, PEERS)
     return 0
 
 

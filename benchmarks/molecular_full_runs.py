@@ -29,9 +29,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_one(spec: str, out: str, *, seed: int, epochs: int | None, limit: int | None, threads: int) -> dict:
+def run_one(spec: str, out: str, *, seed: int, epochs: int | None, limit: int | None, threads: int,
+            device: str = "cpu") -> dict:
     """Run one spec through the ``graphdl run`` command line; returns its row of the table."""
-    cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--seed", str(seed), "--no-progress"]
+    cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--seed", str(seed), "--no-progress",
+           "--device", device]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     if limit is not None:
@@ -86,14 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="override every spec's epochs (default: the spec's own)")
     ap.add_argument("--limit", type=int, help="only the first N graphs of each dataset")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    from graphdl import benchmarking
+
+    benchmarking.add_arguments(ap)
     args = ap.parse_args(argv)
+    device = benchmarking.resolve_device(args.device)
+    print(benchmarking.banner(device))
     specs = [os.path.abspath(s) for s in args.specs] if args.specs else sorted(
         glob.glob(os.path.join(ROOT, "specs", "molecular", "*.yaml")))
     rows = []
     for spec in specs:
         stem = os.path.splitext(os.path.basename(spec))[0]
         row = run_one(spec, os.path.join(args.out, stem), seed=args.seed, epochs=args.epochs, limit=args.limit,
-                      threads=args.threads)
+                      threads=args.threads, device=device.type)
         rows.append(row)
         print(f"{row['spec']}: {row['status']} ({row['wall_s']:.1f}s)", flush=True)
     text = table(rows)
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"seed": args.seed, "epochs": args.epochs, "limit": args.limit, "threads": args.threads,
                    "runs": rows}, f, indent=2)
         f.write("\n")
+    benchmarking.write_json(args.json, {"args": vars(args), "runs": rows}, device)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -25,9 +25,12 @@ import time
 
 import torch
 
+from graphdl.benchmarking import add_arguments, banner, resolve_device, write_json
 from graphdl.compile import compile_spec
 from graphdl.data.graph import Graph, collate
 from graphdl.data.nbody import complete_edge_index
+
+PEERS = ("egnn-pytorch",)
 
 
 def graphdl_model(width: int, depth: int, vel: bool):
@@ -86,11 +89,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_arguments(ap, device="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     ours = graphdl_model(args.width, args.depth, vel=False).to(device)
     ours_vel = graphdl_model(args.width, args.depth, vel=True).to(device)
@@ -126,6 +129,7 @@ def main(argv=None) -> int:
                 times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     params = {"graphdl egnn": ours, "graphdl egnn + vel": ours_vel, "egnn-pytorch": lucid}
+    print(banner(device, PEERS))
     print(f"N-body EGNN forward+backward, batch {args.batch} x {args.particles} particles, width {args.width}, "
           f"depth {args.depth}, {device.type}, threads {torch.get_num_threads()}, median of {args.repeat}")
     print(f"{'model':<22}{'params':>10}{'ms/batch':>11}{'ratio':>8}")
@@ -134,6 +138,9 @@ def main(argv=None) -> int:
         print(f"{k:<22}{n:>10,}{med[k]:>11.3f}{med['egnn-pytorch'] / med[k]:>8.2f}")
     print(f"graphdl complete-graph prepare (once per batch, cached): {t_prepare * 1e3:.3f} ms")
     print(f"ratio egnn-pytorch / graphdl egnn: {med['egnn-pytorch'] / med['graphdl egnn']:.2f}")
+    write_json(args.json, {"args": vars(args), "median_ms": med, "prepare_ms": t_prepare * 1e3,
+                           "params": {k: sum(p.numel() for p in m.parameters()) for k, m in params.items()}},
+               device, PEERS)
     return 0
 
 

@@ -144,10 +144,15 @@ def main(argv=None) -> int:
     ap.add_argument("--specs", default="specs/nbody/budget", help="folder of the model specs (default: CPU budget)")
     ap.add_argument("--models", default=",".join(PAPER), help="comma-separated subset of " + ",".join(PAPER))
     ap.add_argument("--train", action="store_true", help="train the models whose run folder has no metrics.json")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: the spec's `train.device`)")
     ap.add_argument("--epochs", type=int, default=None, help="override the specs' epochs (a smoke run)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N graphs (a smoke run)")
+    from graphdl import benchmarking
+
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: the spec's `train.device`)")
+    benchmarking.add_arguments(ap, device=None)
     a = ap.parse_args(argv)
+    device = benchmarking.resolve_device(a.device)
+    print(benchmarking.banner(device))
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in PAPER]
     if unknown:
@@ -169,6 +174,8 @@ def main(argv=None) -> int:
         json.dump([{k: v for k, v in r.items() if k != "curve"} for r in rows], f, indent=2)
     plot(rows, os.path.join(a.runs, "curves.png"))
     print(f"wrote {a.runs}/table.md, table.json, curves.png")
+    benchmarking.write_json(a.json, {"args": vars(a), "rows": [{k: v for k, v in r.items() if k != "curve"}
+                                                               for r in rows]}, device)
     return 0
 
 

@@ -41,7 +41,7 @@ def _env(threads: int) -> dict:
 def run_one(spec: str, out: str, args) -> dict:
     """One ``graphdl run`` in a child process; its record (or ``error``)."""
     cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--overwrite", "--no-progress"]
-    for flag in ("epochs", "steps_per_epoch", "limit"):
+    for flag in ("epochs", "steps_per_epoch", "limit", "device"):
         v = getattr(args, flag)
         if v is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(v)]
@@ -107,7 +107,11 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", help="write the records here")
     ap.add_argument("--markdown", help="write the table here")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override train.device of every spec")
     args = ap.parse_args(argv)
+    from graphdl.benchmarking import banner
+
+    print(banner(args.device or "cpu"), flush=True)
     records = []
     for spec in args.specs:
         name = os.path.splitext(os.path.basename(spec))[0]

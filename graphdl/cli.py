@@ -1,4 +1,4 @@
-"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench | rollout.
+"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench | rollout | export.
 
 Each subcommand lives with the package it drives and registers itself here through
 ``COMMANDS`` (name -> module path with ``add_parser(subparsers)`` and ``main(args) -> int``).
@@ -24,6 +24,7 @@ COMMANDS = {
     "wl": "graphdl.wl.commands",
     "bench": "graphdl.bench",
     "rollout": "graphdl.simulate.commands",
+    "export": "graphdl.interop.commands",
 }
 
 EPILOG = """examples:
@@ -37,6 +38,7 @@ EPILOG = """examples:
   graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
   graphdl run specs/gns/water_drop_2d.yaml --out runs/gns                  train a particle simulator (GNS)
   graphdl rollout specs/gns/water_drop_2d.yaml --checkpoint runs/gns/best.pt --render gif   watch it roll out
+  graphdl export specs/gin.yaml --to dgl --out runs/gin_dgl   the model as dgl.nn layers (add --checkpoint PT)
 
 specs that run code:
   A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).

@@ -25,12 +25,12 @@ BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 BENCH_TINY = {
     "benchmarks/nbody_table.py": ["--models", "linear", "--runs", "runs/nbody_table", "--epochs", "1", "--limit",
-                                  "200"],
+                                  "200", "--train"],
     "benchmarks/nbody.py": ["--batch", "2", "--repeat", "1", "--warmup", "0"],
     "benchmarks/molecular.py": ["--seeds", "0", "--epochs", "1", "--our-epochs", "1", "--skip-huuskonen",
                                 "--skip-chemprop", "--out", "runs/molecular_bench"],
-    "benchmarks/mmff_table.py": [],
-    "benchmarks/pyg_layers.py": ["--nodes", "200", "--edges", "1000", "--repeats", "1", "--warmup", "0"],
+    "benchmarks/mmff_table.py": ["--max-molecules", "8"],
+    "benchmarks/pyg_layers.py": ["--nodes", "200", "--edges", "1000", "--repeats", "1", "--warmup", "0", "--all"],
     "benchmarks/kernels.py": ["--nodes", "200", "--edges", "1000", "--repeat", "1"],
     "benchmarks/cueq_tfn.py": ["--graphs", "2", "--nodes", "5", "--repeat", "1"],
     "benchmarks/molecular_full_runs.py": ["--epochs", "1", "--limit", "40"],
@@ -41,6 +41,7 @@ BENCH_TINY = {
     "benchmarks/gns.py": ["--smoke"],
     "benchmarks/gns_table.py": ["--steps", "4"],
     "benchmarks/ipa.py": ["--sizes", "16", "--repeats", "1", "--warmup", "0"],
+    "benchmarks/mpm_backends.py": ["--trajectories", "2", "--frames", "2", "--repeat", "1", "--threads", "1"],
     "benchmarks/ddp.py": ["--cases", "1x1", "2x1", "--epochs", "2", "--limit", "40", "--runs", "runs/ddp"],
     "benchmarks/sampling.py": ["--specs", "specs/sampling/sage_sbm_100k.yaml", "--epochs", "1", "--steps-per-epoch",
                                "2", "--runs", "runs/scale"],

@@ -16,7 +16,18 @@ from torch import Tensor, nn
 
 from graphdl.data.graph import Graph
 from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
-from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
+from graphdl.nn.base import (
+    Block,
+    BlockParams,
+    BuildContext,
+    Signature,
+    block_lowerings,
+    block_type,
+    describe_lowering,
+    dgl_blocks,
+    no_dgl_lowering,
+    require_dgl,
+)
 from graphdl.ops.neighbors import SOURCE_GRAPH, build_graph
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
@@ -99,8 +110,20 @@ class Plan:
         return [k for k in self.outputs if self.forces is None or k != self.forces.output]
 
 
-def plan_spec(spec: Spec | Any) -> Plan:
-    """Type-check a spec: resolve blocks, validate parameters, infer every field."""
+LOWERINGS = (None, "auto", "dgl")
+"""Values of ``plan_spec(..., lowering=)`` / ``compile_spec(..., lowering=)``."""
+
+
+def plan_spec(spec: Spec | Any, *, lowering: str | None = None) -> Plan:
+    """Type-check a spec: resolve blocks, validate parameters, infer every field.
+
+    ``lowering="dgl"`` runs every block that has a DGL lowering on DGL (as if each of its layers
+    said ``lowering: dgl``), except where a layer names its own ``lowering``; the other blocks
+    keep theirs (``describe`` shows each block's). A spec none of whose blocks has a DGL
+    lowering is an error naming the blocks that have one, as is ``lowering: dgl`` on such a block.
+    """
+    if lowering not in LOWERINGS:
+        raise SpecError(f"lowering must be `dgl` or `auto` (or left out), found `{lowering}`")
     if not isinstance(spec, Spec):
         spec = parse_spec(spec)
     doc = spec.doc
@@ -109,8 +132,13 @@ def plan_spec(spec: Spec | Any) -> Plan:
     steps: list[PlanStep] = []
     if not spec.layers:
         raise doc.error(("model", "layers"), "`model.layers` is empty; add at least one block")
+    lowered: list[str] = []  # blocks with a DGL lowering (for lowering="dgl")
     for entry in spec.layers:
-        fields = _plan_entry(entry, fields, steps, ctx, doc, ())
+        fields = _plan_entry(entry, fields, steps, ctx, doc, (), lowering, lowered)
+    if lowering == "dgl" and not lowered:
+        raise doc.error(("model", "layers"), "lowering `dgl` was asked for the whole model, but none of its "
+                                             "blocks has a DGL lowering; the blocks with one are "
+                                             + ", ".join(f"`{n}`" for n in dgl_blocks()))
     if spec.outputs is not None:
         outputs = {}
         for j, k in enumerate(spec.outputs):
@@ -133,8 +161,11 @@ def _frame_typed(t: FieldType) -> bool:
 
 
 def _plan_entry(entry: LayerEntry, fields: FieldTable, steps: list[PlanStep], ctx: BuildContext, doc,
-                groups: tuple) -> FieldTable:
-    """Append the steps of one layer entry (all its repeats; a sequence's layers in order) to ``steps``."""
+                groups: tuple, lowering: str | None = None, lowered: list | None = None) -> FieldTable:
+    """Append the steps of one layer entry (all its repeats; a sequence's layers in order) to ``steps``.
+
+    ``lowering``: the whole model's (see :func:`plan_spec`); ``lowered`` collects the names of the
+    blocks that have a DGL lowering."""
     first = len(steps)
     per_repeat = 0
     traced: dict[str, FieldType] = {}
@@ -142,13 +173,12 @@ def _plan_entry(entry: LayerEntry, fields: FieldTable, steps: list[PlanStep], ct
     if not entry.is_sequence:
         tpath = entry.path + ("type",)
         cls = block_type(entry.raw["type"], mark=doc.mark(tpath), path=format_path(tpath))
-        params = validate_model(cls.Params, entry.raw, doc, entry.path, f"block `{cls.name}`")
-        assert isinstance(params, BlockParams)
+        params = _validate_with_lowering(entry, cls, doc, lowering, lowered)
     for r in range(entry.repeat):
         start = len(steps)
         if entry.is_sequence:
             for child in entry.children:
-                fields = _plan_entry(child, fields, steps, ctx, doc, groups + ((entry, r),))
+                fields = _plan_entry(child, fields, steps, ctx, doc, groups + ((entry, r),), lowering, lowered)
             if r == 0:
                 per_repeat = len(steps) - start
             if entry.share_weights and r > 0:
@@ -182,6 +212,29 @@ def _plan_entry(entry: LayerEntry, fields: FieldTable, steps: list[PlanStep], ct
         fields[name] = Stacked(traced[k], entry.repeat)
         steps[-1].fields_after = fields
     return fields
+
+
+def _validate_with_lowering(entry: LayerEntry, cls, doc, lowering: str | None, lowered: list | None) -> BlockParams:
+    """A layer's block parameters, with the model's ``lowering`` applied where the block has a DGL
+    lowering and the layer names none; ``lowering: dgl`` on a block without one, or without DGL
+    importable, is a one-line error at the layer."""
+    raw = entry.raw
+    has_dgl = "dgl" in block_lowerings(cls)
+    if raw.get("lowering") == "dgl" and not has_dgl:
+        raise doc.error(entry.path + ("lowering",), no_dgl_lowering(cls.name))
+    if lowering is not None and has_dgl and "lowering" not in raw:
+        raw = {**raw, "lowering": lowering}
+    if has_dgl and lowered is not None:
+        lowered.append(cls.name)
+    params = validate_model(cls.Params, raw, doc, entry.path, f"block `{cls.name}`")
+    assert isinstance(params, BlockParams)
+    if getattr(params, "lowering", None) == "dgl":
+        try:
+            require_dgl(cls.name)
+        except KernelUnavailableError as e:
+            at = entry.path + (("lowering",) if "lowering" in entry.raw else ())
+            raise doc.error(at, str(e)) from None
+    return params
 
 
 def _plan_block(entry: LayerEntry, r: int, cls, params, fields: FieldTable, steps: list[PlanStep], ctx, doc,
@@ -568,7 +621,7 @@ class GraphModel(nn.Module):
             total += n
             reads = ", ".join(f"{k}:{v}" for k, v in s.sig.reads.items())
             writes = ", ".join(f"{k}:{v}" for k, v in s.sig.writes.items())
-            extra = getattr(block, "describe_extra", lambda: "")()
+            extra = describe_lowering(block)
             note = "; ".join(x for x in (note, "residual" if s.entry.residual else "", extra) if x)
             block_name = s.cls.name + (f" ({s.entry.label})" if s.entry.label else "")
             rows.append((str(i), s.where, block_name, f"{reads} -> {writes}", f"{n:,}", note))
@@ -617,18 +670,24 @@ def _as_declared(v: Tensor, t: FieldType) -> Tensor:
     return v.unsqueeze(-1) if v.dim() == 1 and t.shape() == (1,) else v
 
 
-def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool | None = None) -> GraphModel:
+def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool | None = None,
+                 lowering: str | None = None) -> GraphModel:
     """Spec file path, mapping, :class:`Spec` or :class:`Plan` -> :class:`GraphModel`.
 
     ``trust=True`` lets the spec's ``import:`` run the modules it names (untrusted by default:
-    such a spec raises :class:`SpecError`; see :mod:`graphdl.spec.loader`).
+    such a spec raises :class:`SpecError`; see :mod:`graphdl.spec.loader`). ``lowering="dgl"``
+    runs the blocks that have a DGL lowering on DGL (see :func:`plan_spec`); the parameters, and
+    so state dicts and checkpoints, are the same under every lowering.
     """
     if trust is not None and not isinstance(source, (Plan, Spec)):
         from graphdl.spec.loader import trusted_imports
 
         with trusted_imports(trust):
-            return compile_spec(source, dtype=dtype)
-    plan = source if isinstance(source, Plan) else plan_spec(source)
+            return compile_spec(source, dtype=dtype, lowering=lowering)
+    if isinstance(source, Plan) and lowering is not None:
+        raise SpecError("compile_spec(plan, lowering=...): a Plan's lowering is fixed; pass the spec, or "
+                        "plan it with plan_spec(spec, lowering=...)")
+    plan = source if isinstance(source, Plan) else plan_spec(source, lowering=lowering)
     if dtype is None or not dtype.is_floating_point:
         model = build(plan)
         return model if dtype is None else model.to(dtype)

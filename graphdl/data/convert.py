@@ -380,17 +380,45 @@ def to_pyg(g: Graph):
 
 
 # --------------------------------------------------------------------------------- DGL
-def from_dgl(dg, graph_fields: Mapping[str, Tensor] | None = None) -> Graph:
+def _load_dgl(who: str):
+    """DGL through :func:`graphdl.interop.dgl.load_dgl` (it keeps DGL's sampling package out
+    when that has no library for the running torch)."""
+    from graphdl.interop.dgl import load_dgl
+
+    try:
+        return load_dgl()
+    except MissingDependencyError as e:
+        raise MissingDependencyError(f"{who}: {e}") from e
+
+
+def from_dgl(dg, graph_fields: Mapping[str, Tensor] | None = None, *, eid_field: str | None = None) -> Graph:
     """Build a :class:`Graph` (or a batch) from a homogeneous ``dgl.DGLGraph``.
 
     ``ndata[name]`` becomes ``node.<name>``, ``edata[name]`` ``edge.<name>``. A batched
-    DGLGraph (``dgl.batch``) becomes a batch with the same graph boundaries. DGL keeps no
-    per-graph data, so graph-level fields (labels) come in through ``graph_fields``
-    (``{"graph.y": labels}`` or ``{"y": labels}``), one row per graph.
+    DGLGraph (``dgl.batch``) becomes a batch with the same graph boundaries (what
+    :func:`~graphdl.data.graph.collate` of the unbatched graphs gives). DGL keeps no per-graph
+    data, so graph-level fields (labels) come in through ``graph_fields`` (``{"graph.y": labels}``
+    or ``{"y": labels}``), one row per graph.
+
+    Edge order: a :class:`Graph` keeps its edges sorted by destination, then source (stable), so
+    DGL edge ids are permuted unless the DGLGraph already is in that order (as every graph
+    :func:`to_dgl` makes is: ``from_dgl(to_dgl(g))`` keeps ``g``'s order). ``eid_field``
+    (e.g. ``"edge.eid"``) stores each edge's DGL edge id, to map results back.
+
+    Raises:
+        DataError: a heterograph (several node or edge types) or a DGL block (message flow
+            graph), with the DGL call that converts it.
     """
+    if getattr(dg, "is_block", False):
+        raise DataError(
+            "from_dgl takes a DGLGraph, found a DGL block (a message flow graph with separate source and "
+            "destination nodes); convert it with `dgl.block_to_graph(block)`"
+        )
     if not getattr(dg, "is_homogeneous", True):
         raise DataError(
-            "from_dgl takes a homogeneous DGLGraph; convert a heterograph with `dgl.to_homogeneous(g)`"
+            f"from_dgl takes a homogeneous DGLGraph, found node types {list(dg.ntypes)} and edge types "
+            f"{list(dg.canonical_etypes)}; convert it with `dgl.to_homogeneous(g, ndata=[...], edata=[...])` "
+            f"(node and edge types become the fields dgl.NTYPE / dgl.ETYPE)"
         )
     src, dst = dg.edges(order="eid")
     num_nodes = int(dg.num_nodes())
@@ -399,6 +427,11 @@ def from_dgl(dg, graph_fields: Mapping[str, Tensor] | None = None) -> Graph:
         fields[f"node.{name}"] = v
     for name, v in dg.edata.items():
         fields[f"edge.{name}"] = v
+    if eid_field is not None:
+        key = eid_field if str(eid_field).startswith("edge.") else f"edge.{eid_field}"
+        if key in fields:
+            raise DataError(f"from_dgl eid_field `{key}` is already an edge field of the graph; pick another name")
+        fields[key] = torch.arange(src.numel(), device=src.device)
     for name, v in (graph_fields or {}).items():
         key = name if str(name).startswith("graph.") else f"graph.{name}"
         fields[key] = torch.as_tensor(v)
@@ -414,12 +447,15 @@ def from_dgl(dg, graph_fields: Mapping[str, Tensor] | None = None) -> Graph:
 def to_dgl(g: Graph, *, with_graph_fields: bool = False) -> Any:
     """Convert to a ``dgl.DGLGraph`` (batched, with its graph boundaries, when ``g`` is a batch).
 
-    Node fields ``node.<name>`` go to ``ndata[name]``, edge fields to ``edata[name]``; edge
-    ids follow ``g``'s (destination-sorted) order. DGL has no place for graph-level fields:
-    with ``with_graph_fields=True`` this returns ``(dgl_graph, {"graph.y": ..., ...})``; a
-    graph that has graph fields and ``with_graph_fields=False`` is an error, not a silent drop.
+    Node fields ``node.<name>`` go to ``ndata[name]``, edge fields to ``edata[name]``; edge ``k``
+    of the DGLGraph is edge ``k`` of ``g`` (destination-sorted order), self-loops and parallel
+    edges included, and isolated nodes are kept (``num_nodes``). A batch becomes what
+    ``dgl.batch`` of its graphs gives (``batch_num_nodes`` / ``batch_num_edges`` set), so
+    ``dgl.unbatch`` splits it. DGL has no place for graph-level fields: with
+    ``with_graph_fields=True`` this returns ``(dgl_graph, {"graph.y": ..., ...})``; a graph that
+    has graph fields and ``with_graph_fields=False`` is an error, not a silent drop.
     """
-    dgl = _require("dgl", "dgl", "to_dgl")
+    dgl = _load_dgl("to_dgl")
     gkeys = g.keys("graph")
     if gkeys and not with_graph_fields:
         raise DataError(

@@ -171,7 +171,7 @@ class Graph:
     def csr_t(self) -> CSR:
         """Transposed adjacency (rows = sources); ``perm`` maps entries to edge ids."""
         if "csr_t" not in self._cache:
-            self._cache["csr_t"] = CSR.from_coo(self.src, self.dst, self.num_nodes, self.num_nodes)
+            self._cache["csr_t"] = CSR.from_sorted_cols(self.src, self.dst, self.num_nodes, self.num_nodes)
         return self._cache["csr_t"]  # type: ignore[return-value]
 
     def in_degree(self) -> Tensor:

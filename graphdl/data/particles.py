@@ -165,6 +165,9 @@ class WaterParams(DatasetParams):
     particles_per_blob: tuple[PositiveInt, PositiveInt] = (100, 250)
     speed: float = 1.0
     connectivity_radius: PositiveFloat = 0.015
+    backend: Literal["numpy", "taichi"] = "numpy"
+    precision: Literal["float64", "float32"] = "float64"
+    threads: PositiveInt = 1
     sha256: str | None = None
 
     @model_validator(mode="after")
@@ -177,6 +180,9 @@ class WaterParams(DatasetParams):
             raise ValueError(f"`frames` must be at least 3, found {self.frames}")
         if self.bound < 2 or 2 * self.bound + 4 > self.n_grid:
             raise ValueError(f"`bound` ({self.bound} cells) must be >= 2 and leave room inside a grid of {self.n_grid}")
+        if self.backend == "numpy" and (self.precision != "float64" or self.threads != 1):
+            raise ValueError(f"`precision: {self.precision}` and `threads: {self.threads}` are settings of "
+                             f"`backend: taichi`; the numpy backend runs in float64 on one thread")
         return self
 
     def config(self):
@@ -185,17 +191,23 @@ class WaterParams(DatasetParams):
         return MPMConfig(self.n_grid, self.frame_dt, self.substeps, self.bulk_modulus, self.gravity, self.bound)
 
     def generation(self) -> dict:
-        d = self.model_dump(exclude={"graphdl", "type", "name", "description", "sha256", "connectivity_radius"})
+        """The parameters that make the numbers (the cache key). The numpy backend's leave the
+        backend out, so its key and data stay those made before the taichi backend existed;
+        ``threads`` never changes the numbers (the taichi backend's P2G runs in one order)."""
+        exclude = {"graphdl", "type", "name", "description", "sha256", "connectivity_radius", "threads"}
+        if self.backend == "numpy":
+            exclude |= {"backend", "precision"}
+        d = self.model_dump(exclude=exclude)
         d["version"] = 1
         return d
 
 
-def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
-    """Simulate every trajectory of every split at once; arrays ``{split}_position``
-    ``(Σ N, frames, 2)`` float32, ``{split}_counts`` (particles per trajectory) and the
-    parameters as JSON. Trajectory ``k`` of a split draws its blobs from
-    ``default_rng([seed, split number, k])``, so adding trajectories keeps the others."""
-    from graphdl.data.mpm import MPMState, simulate, water_blobs
+def water_initial_state(p: WaterParams):
+    """``(MPMState, counts)``: the initial particles of every trajectory of every split, all in
+    one state (trajectory ids in split order), and ``counts[split]`` the particles per
+    trajectory. Trajectory ``k`` of a split draws its blobs from ``default_rng([seed, split
+    number, k])``, so adding trajectories keeps the others. ``None`` state when there are none."""
+    from graphdl.data.mpm import MPMState, water_blobs
 
     cfg = p.config()
     sizes = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
@@ -211,10 +223,36 @@ def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
             vs.append(v)
             counts[split].append(len(x))
     n_traj = sum(sizes.values())
+    if not n_traj:
+        return None, counts
+    return MPMState(np.concatenate(xs), np.concatenate(vs), np.concatenate(traj), n_traj), counts
+
+
+def water_simulator(p: WaterParams):
+    """``simulate(state, cfg, frames)`` of ``p.backend``: :func:`graphdl.data.mpm.simulate`, or
+    :func:`graphdl.data.mpm_taichi.simulate` with ``p.precision`` and ``p.threads``."""
+    if p.backend == "taichi":
+        from functools import partial
+
+        from graphdl.data.mpm_taichi import simulate
+
+        return partial(simulate, precision=p.precision, threads=p.threads)
+    from graphdl.data.mpm import simulate
+
+    return simulate
+
+
+def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
+    """Simulate every trajectory of every split at once (:func:`water_initial_state`); arrays
+    ``{split}_position`` ``(Σ N, frames, 2)`` float32, ``{split}_counts`` (particles per
+    trajectory) and the parameters as JSON.
+
+    ``backend: taichi`` integrates the same initial particles with :mod:`graphdl.data.mpm_taichi`
+    (``precision``, ``threads``); raises :class:`DataError` when Taichi is not installed."""
+    state, counts = water_initial_state(p)
     out: dict[str, np.ndarray] = {}
-    if n_traj:
-        state = MPMState(np.concatenate(xs), np.concatenate(vs), np.concatenate(traj), n_traj)
-        pos = simulate(state, cfg, p.frames)  # (T, P, 2)
+    if state is not None:
+        pos = water_simulator(p)(state, p.config(), p.frames)  # (T, P, 2)
         start = 0
         for split in SPLITS:
             n = sum(counts[split])
@@ -227,7 +265,8 @@ def generate_water(p: WaterParams) -> dict[str, np.ndarray]:
     return out
 
 
-def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_dir) -> tuple[dict, dict]:
+def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_dir,
+                      spec: str | None = None) -> tuple[dict, dict]:
     path = cache_root(cache_dir) / name / f"{name}_{params_key(gen)}.npz"
     generated, seconds = False, 0.0
     if path.exists():
@@ -240,7 +279,7 @@ def _load_or_generate(name: str, gen: dict, make, expected: str | None, cache_di
         seconds = time.perf_counter() - t0
         digest = save_npz(path, arrays)
         generated = True
-    check_sha256(digest, expected, path=path, spec=f"dataset `{name}`", generated=generated)
+    check_sha256(digest, expected, path=path, spec=spec or f"dataset `{name}`", generated=generated)
     return arrays, {"cache_file": str(path), "sha256": digest, "generated": generated, "generation_seconds": seconds}
 
 
@@ -259,8 +298,11 @@ class MPMWater(DatasetType):
     def load(cls, params: WaterParams, *, cache_dir=None, base_dir=None) -> Dataset:
         from graphdl.data.mpm import effective_bounds
 
+        name = f"dataset `{params.name or 'mpm_water'}`"
+        if params.backend != "numpy":  # a pinned checksum may be the numpy backend's: say why it can differ
+            name += f" (backend: {params.backend}, whose numbers differ from the numpy backend's at round-off)"
         arrays, record = _load_or_generate("mpm_water", params.generation(), lambda: generate_water(params),
-                                           params.sha256, cache_dir)
+                                           params.sha256, cache_dir, spec=name)
         splits = {}
         for split in SPLITS:
             pos, counts = arrays[f"{split}_position"], arrays[f"{split}_counts"]
@@ -270,7 +312,9 @@ class MPMWater(DatasetType):
         cfg = params.config()
         meta = {**record, "bounds": effective_bounds(cfg), "dt": params.frame_dt,
                 "default_connectivity_radius": params.connectivity_radius, "params": params.generation(),
-                "simulator": f"MLS-MPM water, grid {cfg.n_grid}, {cfg.substeps} substeps per frame"}
+                "simulator": f"MLS-MPM water, grid {cfg.n_grid}, {cfg.substeps} substeps per frame, "
+                             f"backend {params.backend}" + ("" if params.backend == "numpy" else
+                                                            f" ({params.precision}, {params.threads} thread(s))")}
         return particle_dataset(splits, meta, source=f"dataset `{params.name or 'mpm_water'}`")
 
 

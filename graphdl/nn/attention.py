@@ -47,7 +47,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.base import Block, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.ops.csr import CSR
 from graphdl.ops.segment import scatter, segment_softmax
@@ -242,6 +242,7 @@ class GAT(Block):
         fill_value: FillValue = "mean"
         v2: bool = False
         share_src_dst: bool = False
+        lowering: DGLLowering = "auto"
 
         @model_validator(mode="after")
         def _v_share(self):
@@ -311,6 +312,8 @@ class GAT(Block):
         return torch.cat([e, loop_fill(e, g, self.p.fill_value)]).index_select(0, order)
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         H, C = p.heads, p.out_dim
         x = f[p.input]

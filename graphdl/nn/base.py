@@ -40,12 +40,12 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping, get_args
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from graphdl.errors import SpecError, did_you_mean
+from graphdl.errors import InferenceError, SpecError, did_you_mean
 from graphdl.types import FieldTable, FieldType
 
 
@@ -55,6 +55,13 @@ class BlockParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
+
+
+DGLLowering = Literal["auto", "dgl"]
+"""``lowering:`` of the blocks that also run on DGL: ``auto`` (graphdl's own kernels: CSR products,
+segment reductions) or ``dgl`` (the same parameters and arithmetic, with gathers, message
+aggregation and edge softmaxes through DGL's builtin kernels, ``dgl.ops``, on a ``DGLGraph``
+made once per batch; see :mod:`graphdl.interop.dgl_lowering`)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,12 @@ class Block(nn.Module):
         from graphdl.types import parse_type
 
         if not isinstance(params, BlockParams):
-            params = cls.Params.model_validate({"type": cls.name, **dict(params)})
+            params = dict(params)
+            if params.get("lowering") == "dgl" and "dgl" not in block_lowerings(cls):
+                raise InferenceError(no_dgl_lowering(cls.name))
+            params = cls.Params.model_validate({"type": cls.name, **params})
+        if getattr(params, "lowering", None) == "dgl":
+            require_dgl(cls.name)
         ctx = ctx or BuildContext()
         table = FieldTable({k: parse_type(v) for k, v in fields.items()})
         sig = cls.infer(params, table, ctx)
@@ -141,6 +153,53 @@ class Block(nn.Module):
 
 
 BLOCKS: dict[str, type[Block]] = {}
+
+
+def block_lowerings(cls: type[Block]) -> tuple[str, ...]:
+    """The values a block's ``lowering:`` parameter takes (``()`` for a block without one)."""
+    f = getattr(cls.Params, "model_fields", {}).get("lowering")
+    if f is None:
+        return ()
+    return tuple(a for a in get_args(f.annotation) if isinstance(a, str))
+
+
+def dgl_blocks() -> list[str]:
+    """Names of the registered blocks that have a DGL lowering (``lowering: dgl``)."""
+    load_builtin_blocks()
+    return sorted(n for n, c in BLOCKS.items() if "dgl" in block_lowerings(c))
+
+
+def no_dgl_lowering(name: str) -> str:
+    """The one-line error for ``lowering: dgl`` on a block that has no DGL lowering."""
+    return (f"block `{name}` has no DGL lowering (`lowering: dgl`); the blocks with one are "
+            + ", ".join(f"`{n}`" for n in dgl_blocks())
+            + "; drop `lowering` to run it on graphdl's kernels")
+
+
+def require_dgl(name: str) -> None:
+    """Raise :class:`~graphdl.errors.KernelUnavailableError` when DGL does not import."""
+    from graphdl.interop.dgl import load_dgl
+
+    try:
+        load_dgl()
+    except ImportError as e:
+        raise type(e)(f"{name}: `lowering: dgl` needs DGL: {e}; or use `lowering: auto`") from None
+
+
+def dgl_forward(block: Block, g, f: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``block.forward`` under ``lowering: dgl`` (:mod:`graphdl.interop.dgl_lowering`)."""
+    from graphdl.interop.dgl_lowering import forward
+
+    return forward(block, g, f)
+
+
+def describe_lowering(block: nn.Module) -> str:
+    """How a block runs, for ``describe`` (its ``describe_extra``, or the DGL kernels it calls)."""
+    if getattr(getattr(block, "p", None), "lowering", None) == "dgl":
+        from graphdl.interop.dgl_lowering import dgl_note
+
+        return dgl_note(block)
+    return getattr(block, "describe_extra", lambda: "")()
 
 
 def register_block(name: str) -> Callable[[type[Block]], type[Block]]:

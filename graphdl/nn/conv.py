@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.base import Block, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.nn.mlp import MLP, ActName, BatchNorm1d, activation
 from graphdl.ops import CSR, segment_max, segment_sum, spmm
@@ -253,6 +253,90 @@ class _ReluEdgeSum(Function):
         return gx, (gm if ctx.needs_input_grad[1] else None), None, None, None, None
 
 
+def gated_aggregate_reference(ax: Tensor, bx: Tensor, vx: Tensor, ce: Tensor | None, src: Tensor, dst: Tensor,
+                              num_nodes: int, eps: float | None) -> tuple[Tensor, Tensor]:
+    """GatedGCN's edge gating in plain differentiable ops: ``ê = ax[dst] + bx[src] (+ ce)``,
+    ``η = σ(ê)``, ``agg_i = Σ_{j->i} η ⊙ vx_j`` (divided by ``Σ η + eps`` when ``eps`` is given).
+    Returns ``(agg (N, m), ê (E, m))``; the reference of :class:`_GatedAggregate`."""
+    e_hat = ax.index_select(0, dst) + bx.index_select(0, src)
+    if ce is not None:
+        e_hat = e_hat + ce
+    gate = torch.sigmoid(e_hat)
+    agg = torch.zeros(num_nodes, vx.size(1), dtype=vx.dtype, device=vx.device).index_add(
+        0, dst, gate * vx.index_select(0, src))
+    if eps is not None:
+        den = torch.zeros_like(agg).index_add(0, dst, gate)
+        agg = agg / (den + eps)
+    return agg, e_hat
+
+
+class _GatedAggregate(Function):
+    """GatedGCN's gate, gated message and reduction in one step over dst-sorted edges (CPU,
+    with the cached selectors of :func:`_selector`).
+
+    Forward keeps two ``(E, m)`` tensors: ``ê`` (an output: the updated edges) and the gate
+    ``η = σ(ê)`` (what backward needs); the gated message ``η ⊙ vx_j`` is built in place in one
+    buffer and freed after its reduction. Backward, with ``g_num = ∂agg / den`` and
+    ``g_den = -g_num ⊙ agg`` (normalised gates) or ``g_num = ∂agg``:
+    ``∂vx_j = Σ_{j->i} g_num_i ⊙ η_ji``, ``∂η_ji = g_num_i ⊙ vx_j + g_den_i``,
+    ``∂ê = ∂η ⊙ η(1 - η) + ∂ê_out``, ``∂ax_i = Σ_{j->i} ∂ê``, ``∂bx_j = Σ_{j->·} ∂ê``, ``∂ce = ∂ê``.
+    Under ``create_graph`` the backward differentiates :func:`gated_aggregate_reference` instead.
+    """
+
+    @staticmethod
+    def forward(ctx, ax, bx, vx, ce, src, dst, sel_src, sel_dst, eps):
+        ctx.set_materialize_grads(False)
+        e_hat = ax.index_select(0, dst)
+        e_hat.add_(bx.index_select(0, src))
+        if ce is not None:
+            e_hat.add_(ce)
+        gate = torch.sigmoid(e_hat)
+        msg = vx.index_select(0, src)
+        msg.mul_(gate)
+        num = _selector_mm(sel_dst, msg)
+        del msg
+        if eps is not None:
+            den = _selector_mm(sel_dst, gate).add_(eps)
+            agg = num / den
+        else:
+            den, agg = None, num
+        ctx.save_for_backward(ax, bx, vx, ce, src, dst, gate, agg, den)
+        ctx.selectors, ctx.eps = (sel_src, sel_dst), eps
+        return agg, e_hat
+
+    @staticmethod
+    def backward(ctx, g_agg, g_ehat):
+        ax, bx, vx, ce, src, dst, gate, agg, den = ctx.saved_tensors
+        sel_src, sel_dst = ctx.selectors
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # double backward: differentiate the reference
+            ins = [t for t in (ax, bx, vx, ce) if t is not None]
+            outs = gated_aggregate_reference(ax, bx, vx, ce, src, dst, ax.size(0), ctx.eps)
+            pairs = [(o, go) for o, go in zip(outs, (g_agg, g_ehat)) if go is not None]
+            grads = torch.autograd.grad([o for o, _ in pairs], ins, [go for _, go in pairs], create_graph=True,
+                                        allow_unused=True)
+            it = iter(grads)
+            return (next(it), next(it), next(it), None if ce is None else next(it), None, None, None, None, None)
+        d_ehat = None
+        gvx = None
+        if g_agg is not None:
+            g_num = g_agg / den if den is not None else g_agg
+            t = g_num.index_select(0, dst)  # (E, m)
+            if need[2]:
+                gvx = _selector_mm(sel_src, t * gate)
+            t.mul_(vx.index_select(0, src))  # ∂η
+            if den is not None:
+                t.sub_((g_num * agg).index_select(0, dst))
+            d_ehat = torch.ops.aten.sigmoid_backward(t, gate)
+        if g_ehat is not None:
+            d_ehat = g_ehat.clone() if d_ehat is None else d_ehat.add_(g_ehat)
+        if d_ehat is None:
+            return (None,) * 9
+        gax = _selector_mm(sel_dst, d_ehat) if need[0] else None
+        gbx = _selector_mm(sel_src, d_ehat) if need[1] else None
+        return gax, gbx, gvx, (d_ehat if need[3] else None), None, None, None, None, None
+
+
 def _gather_reduce(g, msg: Tensor, reduce: str) -> Tensor:
     """Reduce ``(E, *)`` edge messages into their destinations (dst-sorted, so ``ptr`` = rowptr)."""
     fn = segment_sum if reduce == "sum" else segment_max
@@ -294,7 +378,7 @@ def gcn_norm(
         loop_w = w.index_select(0, last.clamp(min=0)) if e else w.new_zeros(n)
         diag = torch.where(has_loop, loop_w, torch.full_like(loop_w, fill))
         w = w.masked_fill(is_loop, 0.0)
-    deg = segment_sum(w, dst, n, _csr_pair(g)[0].rowptr)
+    deg = segment_sum(w, dst, n, g.csr().rowptr)  # the row CSR only: a cold batch builds no transpose here
     if diag is not None:
         deg = deg + diag
     dinv = deg.pow(-0.5)
@@ -336,6 +420,7 @@ class GCN(Block):
         add_self_loops: bool | None = None
         improved: bool = False
         edge_weight: str | None = None
+        lowering: DGLLowering = "auto"
 
         @field_validator("edge_weight")
         @classmethod
@@ -398,6 +483,8 @@ class GCN(Block):
         return hit  # type: ignore[return-value]
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         w = f[p.edge_weight].reshape(-1) if p.edge_weight is not None else None
@@ -447,6 +534,7 @@ class SAGE(Block):
         project: bool = False
         root_weight: bool = True
         normalize: bool = False
+        lowering: DGLLowering = "auto"
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -466,6 +554,8 @@ class SAGE(Block):
         return "gather + segment max" if self._reduce == "max" else f"spmm {self._reduce} (CSR)"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         xs = torch.relu(self.lin(x)) if self.lin is not None else x
@@ -513,6 +603,7 @@ class _GINParams(ConvParams):
     last_act: bool = False
     eps: float = 0.0
     train_eps: bool = False
+    lowering: DGLLowering = "auto"
 
 
 class _GINBase(Block):
@@ -562,6 +653,8 @@ class GIN(_GINBase):
         return "spmm sum (CSR)" if self.p.train_eps else "spmm over A+(1+eps)I (CSR)"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         if p.train_eps:
@@ -624,6 +717,8 @@ class GINE(_GINBase):
         return "gather + segment sum"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         e = f[p.edge_input]
@@ -679,6 +774,7 @@ class GatedGCN(Block):
         skip: bool = True
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         eps: float = Field(1e-6, ge=0.0)
+        lowering: DGLLowering = "auto"
 
         _v_e = field_validator("edge_input")(_check_key)
 
@@ -746,6 +842,8 @@ class GatedGCN(Block):
         return "gather + segment sum"
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         m = p.out_dim
@@ -753,15 +851,21 @@ class GatedGCN(Block):
         w = torch.cat([self.A.weight, self.B.weight, self.V.weight])
         b = None if self.A.bias is None else torch.cat([self.A.bias, self.B.bias, self.V.bias])
         ax, bx, vx = F.linear(x, w, b).split(m, dim=-1)
-        # in place on fresh (E, m) buffers: each new one costs a page-faulting allocation on CPU
-        e_hat = _gather(g, ax, "dst").add_(_gather(g, bx, "src"))
-        if self.C is not None:
-            e_in = f[p.edge_input]
-            e_hat = e_hat.add_(self.C(e_in))
-        gate = torch.sigmoid(e_hat)
-        agg = _gather_reduce(g, gate * _gather(g, vx, "src"), "sum")
-        if p.normalize_gates:
-            agg = agg / (_gather_reduce(g, gate, "sum") + p.eps)
+        ce = self.C(f[p.edge_input]) if self.C is not None else None
+        sel_src, sel_dst = _selector(g, "src", x), _selector(g, "dst", x)
+        if sel_src is not None and (ce is None or ce.dtype == x.dtype):
+            # fused: the gate, gated message and reduction without autograd's (E, m) intermediates
+            agg, e_hat = _GatedAggregate.apply(ax, bx, vx, ce, g.src, g.dst, sel_src, sel_dst,
+                                               p.eps if p.normalize_gates else None)
+        else:
+            # in place on fresh (E, m) buffers: each new one costs a page-faulting allocation on CPU
+            e_hat = _gather(g, ax, "dst").add_(_gather(g, bx, "src"))
+            if ce is not None:
+                e_hat = e_hat.add_(ce)
+            gate = torch.sigmoid(e_hat)
+            agg = _gather_reduce(g, gate * _gather(g, vx, "src"), "sum")
+            if p.normalize_gates:
+                agg = agg / (_gather_reduce(g, gate, "sum") + p.eps)
         h = agg if self.U is None else self.U(x) + agg
         if self.bias is not None:
             h = h + self.bias
@@ -824,6 +928,7 @@ class MoNet(Block):
         separate_gaussians: bool = False
         aggr: Literal["mean", "sum", "max"] = "mean"
         root_weight: bool = True
+        lowering: DGLLowering = "auto"
 
         @field_validator("pseudo")
         @classmethod
@@ -874,6 +979,8 @@ class MoNet(Block):
         return u
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         u = self.pseudo_coords(g, f, x.dtype)

@@ -20,7 +20,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_
 from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, BlockParams, Signature, register_block
+from graphdl.nn.base import Block, BlockParams, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import _check_key, _check_keys
 from graphdl.nn.mlp import MLP, ActName, activation
 from graphdl.ops.geometry import SAFE_NORM_EPS, safe_norm, safe_sqrt, smooth_sinc
@@ -139,6 +139,7 @@ class EGNN(Block):
         coords_range: PositiveFloat = 15.0
         skip: bool = True
         eps: PositiveFloat = SAFE_NORM_EPS
+        lowering: DGLLowering = "auto"
 
         _k = _keys("input", "output", "pos", "pos_output", "vel", "edge_input")
 
@@ -179,6 +180,8 @@ class EGNN(Block):
             self.phi_v = MLP([d, hid, 1], act=p.act)
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         h, x = f[p.input], f[p.pos]
         r, d2 = _rel(g, x)
@@ -505,6 +508,7 @@ class SchNet(Block):
         filters: PositiveInt = 64
         num_rbf: PositiveInt = 50
         cutoff: PositiveFloat = 5.0
+        lowering: DGLLowering = "auto"
 
         _k = _keys("input", "output", "pos")
 
@@ -522,6 +526,8 @@ class SchNet(Block):
         self.lin_out = nn.Sequential(nn.Linear(nf, d), ShiftedSoftplus(), nn.Linear(d, d))
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         h = f[p.input]
         _, d2 = _rel(g, f[p.pos])

@@ -21,7 +21,7 @@ from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.base import Block, DGLLowering, Signature, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.nn.mlp import MLP, ActName, activation
 from graphdl.ops.segment import scatter
@@ -39,14 +39,18 @@ class EdgeNetworkConv(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, edge_dim: int, hidden: list[int], act: str = "relu",
-                 aggr: str = "sum", root_weight: bool = True, bias: bool = True):
+                 aggr: str = "sum", root_weight: bool = True, bias: bool = True, lowering: str = "auto"):
         super().__init__()
-        self.in_dim, self.out_dim, self.aggr = in_dim, out_dim, aggr
+        self.in_dim, self.out_dim, self.aggr, self.lowering = in_dim, out_dim, aggr, lowering
         self.nn = MLP([edge_dim, *hidden, in_dim * out_dim], act)
         self.lin = nn.Linear(in_dim, out_dim, bias=False) if root_weight else None
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
 
     def forward(self, g, x: Tensor, e: Tensor) -> Tensor:
+        if self.lowering == "dgl":
+            from graphdl.interop.dgl_lowering import edge_network_conv
+
+            return edge_network_conv(self, g, x, e)
         w = self.nn(e).view(-1, self.in_dim, self.out_dim)
         msg = torch.bmm(x.index_select(0, g.src).unsqueeze(1), w).squeeze(1)
         out = scatter(msg, g.dst, x.size(0), self.aggr, g.csr().rowptr)
@@ -64,6 +68,7 @@ class _EdgeNetParams(FieldParams):
     aggr: Literal["sum", "mean"] = "sum"
     root_weight: bool = True
     bias: bool = True
+    lowering: DGLLowering = "auto"
 
     _v_edge = field_validator("edge_input")(_check_key)
 
@@ -113,7 +118,7 @@ class NNConv(Block):
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
         self.conv = EdgeNetworkConv(sig.info["in_dim"], p.out_dim, sig.info["edge_dim"], list(p.hidden),
-                                    p.edge_act, p.aggr, p.root_weight, p.bias)
+                                    p.edge_act, p.aggr, p.root_weight, p.bias, p.lowering)
 
     def forward(self, g, f):
         return {self.p.out_key: self.conv(g, f[self.p.input], _edges(f, self.p.edge_input))}
@@ -151,7 +156,7 @@ class MPNN(Block):
         super().__init__(p, sig, ctx)
         d = sig.info["in_dim"]
         self.conv = EdgeNetworkConv(d, d, sig.info["edge_dim"], list(p.hidden), p.edge_act, p.aggr,
-                                    p.root_weight, p.bias)
+                                    p.root_weight, p.bias, p.lowering)
         self.act = activation(p.act)
         self.gru = nn.GRUCell(d, d)
 

@@ -26,7 +26,7 @@ from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, BlockParams, Signature, register_block
+from graphdl.nn.base import Block, BlockParams, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import _check_key
 from graphdl.nn.mlp import MLP, ActName
 from graphdl.ops.segment import scatter, segment_softmax, segment_sum
@@ -44,6 +44,7 @@ class _ReadoutParams(BlockParams):
     gate_act: ActName = "relu"
     value_dim: PositiveInt | None = None
     value_hidden: list[PositiveInt] = Field(default_factory=list)
+    lowering: DGLLowering = "auto"
 
     _v_in = field_validator("input")(_check_key)
 
@@ -115,6 +116,8 @@ class Readout(Block):
         return g.edge_batch, g.csr().rowptr.index_select(0, g.ptr)
 
     def forward(self, g, f):
+        if self.p.lowering == "dgl":
+            return dgl_forward(self, g, f)
         p = self.p
         x = f[p.input]
         if x.dim() == 1:

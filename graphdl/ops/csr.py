@@ -49,6 +49,18 @@ class CSR:
         return cls(_rowptr(row_s, num_rows), col_s, row_s, perm, num_rows, num_cols)
 
     @classmethod
+    def from_sorted_cols(cls, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> "CSR":
+        """Build from coordinates sorted by column (a Graph's dst-sorted edges, transposed).
+
+        The same CSR as :meth:`from_coo` for such input, cheaper: a stable sort by ``row`` alone
+        keeps each row's columns ascending (and ties in input order), and it sorts 32-bit keys
+        where the rows fit (about half the time of the 64-bit ``row * num_cols + col`` keys)."""
+        key = row.to(torch.int32) if num_rows < 2**31 else row
+        perm = torch.sort(key, stable=True).indices
+        row_s, col_s = row.index_select(0, perm), col.index_select(0, perm)
+        return cls(_rowptr(row_s, num_rows), col_s, row_s, perm, num_rows, num_cols)
+
+    @classmethod
     def from_sorted_rows(cls, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> "CSR":
         """Build from coordinates already sorted by row; no permutation is stored."""
         return cls(_rowptr(row, num_rows), col, row, None, num_rows, num_cols)

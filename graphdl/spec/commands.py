@@ -45,6 +45,10 @@ with --import so that theirs are in it too.
 """
 
 
+LOWERING_HELP = ("`dgl`: run every block that has a DGL lowering on DGL's kernels (as `lowering: dgl` on each "
+                 "of its layers); the notes column shows each block's lowering")
+
+
 def add_parser(subparsers) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
@@ -56,6 +60,7 @@ def add_parser(subparsers) -> None:
         epilog=CHECK_EPILOG, formatter_class=fmt)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("--lowering", choices=["auto", "dgl"], help=LOWERING_HELP)
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser(
@@ -65,6 +70,7 @@ def add_parser(subparsers) -> None:
         epilog=DESCRIBE_EPILOG, formatter_class=fmt)
     p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
+    p.add_argument("--lowering", choices=["auto", "dgl"], help=LOWERING_HELP)
     p.add_argument("--dataset", action="store_true",
                    help="describe the dataset instead: SPEC is a dataset spec (datasets/*.yaml) or an experiment "
                         "spec; prints its type, parameters and every field with its type and meaning")
@@ -84,11 +90,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_schema)
 
 
-def _compile(path: str):
+def _compile(path: str, lowering: str | None = None):
     from graphdl.compile import build, plan_spec
     from graphdl.spec.model import parse_spec
 
-    plan = plan_spec(parse_spec(path))
+    plan = plan_spec(parse_spec(path), lowering=lowering)
     return build(plan)
 
 
@@ -112,7 +118,7 @@ def cmd_check(args) -> int:
     failed = 0
     for path in args.specs:
         try:
-            model = _compile(path)
+            model = _compile(path, getattr(args, "lowering", None))
             matched = _check_experiment(model)
         except GraphDLError as e:
             failed += 1
@@ -138,7 +144,9 @@ def describe_data(model) -> dict:
     for i, (s, m) in enumerate(zip(plan.steps, modules)):
         shared = id(m) in seen
         seen.add(id(m))
-        extra = getattr(m, "describe_extra", lambda: "")()
+        from graphdl.nn.base import describe_lowering
+
+        extra = describe_lowering(m)
         steps.append({
             "index": i,
             "layer": s.where,
@@ -203,7 +211,7 @@ def cmd_describe(args) -> int:
         for k, v in d["fields"].items():
             print(f"  {f'{k}: ' + v['type']:<{width}}  {v['meaning']}".rstrip())
         return 0
-    model = _compile(args.spec)
+    model = _compile(args.spec, getattr(args, "lowering", None))
     if args.json:
         print(json.dumps(describe_data(model), indent=2))
     else:

@@ -62,6 +62,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split-file", metavar="F", help="JSON split of source rows (train/val/test), e.g. chemprop's "
                                                      "splits.json; overrides the spec's split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N graphs of the dataset")
+    p.add_argument("--lowering", choices=["auto", "dgl"],
+                   help="`dgl`: run every block that has a DGL lowering on DGL's kernels (written into the "
+                        "resolved spec; the weights are the same under either lowering)")
     p.add_argument("--steps-per-epoch", type=int, metavar="N",
                    help="override train.steps_per_epoch: an epoch is N optimiser steps (a quick trial of a GNS spec)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -113,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
         split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite,
-        nproc=args.nproc, timeout=args.timeout, steps_per_epoch=args.steps_per_epoch)
+        nproc=args.nproc, timeout=args.timeout, steps_per_epoch=args.steps_per_epoch, lowering=args.lowering)
     return 0
 
 

@@ -93,8 +93,9 @@ def _defined_dir(spec: Spec, path: tuple) -> str:
 
 def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
             device: str | None = None, batch_size: int | None = None, limit: int | None = None,
-            steps_per_epoch: int | None = None) -> Experiment:
-    """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
+            lowering: str | None = None, steps_per_epoch: int | None = None) -> Experiment:
+    """Parse, type-check and resolve an experiment spec, applying command-line overrides
+    (``lowering="dgl"``: see :func:`graphdl.compile.plan_spec`; it is written into the resolved spec)."""
     spec = source if isinstance(source, Spec) else parse_spec(source)
     doc = spec.doc
     for key in ("task", "dataset"):
@@ -102,7 +103,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
             example = {"task": "`task: {type: regression, target: graph.y}`",
                        "dataset": "`dataset: {spec: ../../datasets/freesolv.yaml}`"}[key]
             raise doc.error((), f"`graphdl run` needs a `{key}:` section, e.g. {example}")
-    plan = plan_spec(spec)
+    plan = plan_spec(spec, lowering=lowering)
     train = spec.sections.get("train") or TrainSection()
     updates: dict[str, Any] = {}
     if epochs is not None:
@@ -367,7 +368,8 @@ def _write_json(path: str, data: dict) -> None:
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
         progress: Progress | None = None, overwrite: bool = False, nproc: int | None = None,
-        timeout: float | None = None, steps_per_epoch: int | None = None, _init_method: str | None = None) -> dict:
+        timeout: float | None = None, steps_per_epoch: int | None = None, lowering: str | None = None,
+        _init_method: str | None = None) -> dict:
     """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
 
     ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
@@ -385,7 +387,7 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         DistributedError: a rank of a data-parallel run died or stopped answering.
     """
     kw = dict(out=out, epochs=epochs, device=device, seed=seed, resume=resume, split_file=split_file,
-              limit=limit, overwrite=overwrite, steps_per_epoch=steps_per_epoch)
+              limit=limit, overwrite=overwrite, steps_per_epoch=steps_per_epoch, lowering=lowering)
     env = D.world_from_env()
     if nproc is not None and nproc > 1:
         if env is not None and env.active:
@@ -417,7 +419,7 @@ def _launch(source, nproc: int, progress: Progress, timeout: float | None, **kw)
             raise DistributedError("--nproc starts new processes that read the spec from its file; give a path")
         source = source.file
     exp = prepare(source, epochs=kw["epochs"], seed=kw["seed"], split_file=kw["split_file"], device=kw["device"],
-                  limit=kw["limit"], steps_per_epoch=kw["steps_per_epoch"])
+                  limit=kw["limit"], steps_per_epoch=kw["steps_per_epoch"], lowering=kw["lowering"])
     _check_device(exp, kw["device"])
     out = kw["out"] or os.path.join("runs", exp.name)
     check_out(out, resume=kw["resume"], overwrite=kw["overwrite"])
@@ -442,7 +444,7 @@ def _check_device(exp: Experiment, device: str | None) -> None:
 
 
 def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progress, overwrite,
-         steps_per_epoch=None) -> dict:
+         steps_per_epoch=None, lowering=None) -> dict:
     """One rank's run (the only one without data parallelism); see :func:`run`.
 
     Each phase before training ends with :func:`~graphdl.train.distributed.agree`: when a rank
@@ -455,7 +457,7 @@ def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progre
     exp = held = ck = None
     with D.phase():
         exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
-                      steps_per_epoch=steps_per_epoch)
+                      steps_per_epoch=steps_per_epoch, lowering=lowering)
         if exp.train.num_threads:
             torch.set_num_threads(exp.train.num_threads)
         _check_device(exp, device)

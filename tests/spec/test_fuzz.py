@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from graphdl.compile import plan_spec
 from graphdl.errors import SpecError
-from graphdl.nn.base import BLOCKS, load_builtin_blocks
+from graphdl.nn.base import BLOCKS, block_lowerings, load_builtin_blocks
 from graphdl.spec.loader import load_spec_text
 from graphdl.spec.model import parse_spec
 
@@ -149,9 +149,12 @@ def _layer_for(t: str):
     names = {f.alias or n for n, f in model.model_fields.items()} - {"type"}
     required = sorted(f.alias or n for n, f in model.model_fields.items() if f.is_required() and n != "type")
     optional = sorted((names | set(STEP)) - set(required))
+    # `lowering`: the block's own values (message_passing's csr/gather, the transformer's dense/sparse, `dgl`
+    # on the DGL-lowered blocks) and one wrong one
+    own = {"lowering": st.sampled_from([*block_lowerings(BLOCKS[t]), "fast"])}
     return st.lists(st.sampled_from(optional + ["zzz"]), max_size=3, unique=True).flatmap(
         lambda keys: st.fixed_dictionaries({"type": st.just(t),
-                                            **{k: PLAUSIBLE.get(k, values) for k in required + keys}}))
+                                            **{k: own.get(k, PLAUSIBLE.get(k, values)) for k in required + keys}}))
 
 
 plausible_layer = st.sampled_from(BUILTIN).flatmap(_layer_for)
