@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import sys
@@ -45,6 +44,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from graphdl.benchmarking import add_arguments, banner, resolve_device, write_json  # noqa: E402
 from graphdl.compile.compiler import build  # noqa: E402
 from graphdl.data.loader import GraphLoader  # noqa: E402
 from graphdl.train.optim import make_optimizer, make_schedule  # noqa: E402
@@ -191,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra torch runs from these seeds (weights and data order) to measure run-to-run noise")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=20, help="print the training losses every N steps (0: never)")
-    ap.add_argument("--json", default=None)
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type != "cpu":
+        raise SystemExit(f"{os.path.basename(__file__)} measures the CPU (the issue's setting); run with --device cpu")
     torch.set_num_threads(args.threads)
+    print(banner(device), flush=True)
     exp = prepare(args.spec, epochs=args.epochs)
     tr = exp.train
     ds = exp.data.load()
@@ -255,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"graphdl vs torch (same seed): {gap:.4f} bits/char; torch seed {tr.seed} vs other seeds: "
           + (", ".join(f"{x:.4f}" for x in noise) if noise else "not measured"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"spec": args.spec, "epochs": tr.epochs, "parity_float64": diff, "runs": rows,
-                       "gap": gap, "noise": noise}, f, indent=2)
+        write_json(args.json, {"spec": args.spec, "epochs": tr.epochs, "parity_float64": diff, "runs": rows,
+                       "gap": gap, "noise": noise}, device)
     return 0
 
 

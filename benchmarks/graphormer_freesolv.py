@@ -28,6 +28,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from graphdl.benchmarking import add_arguments, banner, resolve_device, write_json  # noqa: E402
+
 SPLITS = os.path.join(ROOT, "benchmarks", "results", "transformer")
 SPECS = {"graphormer": "specs/transformer/graphormer_freesolv.yaml", "dmpnn": "specs/molecular/dmpnn_freesolv.yaml"}
 
@@ -52,8 +56,9 @@ def check_splits(seeds: list[int], n: int = 642) -> None:
         print(f"seed {s}: stored split equals chemprop's (astartes) split")
 
 
-def run_spec(spec: str, out: str, seed: int, epochs: int | None, threads: int) -> dict:
+def run_spec(spec: str, out: str, seed: int, epochs: int | None, threads: int, device: str = "cpu") -> dict:
     cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--out", out, "--seed", str(seed), "--no-progress",
+           "--device", device,
            "--split-file", split_file(seed), "--overwrite"]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
@@ -87,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/bench_graphormer_freesolv")
     ap.add_argument("--check-splits", action="store_true", help="regenerate the splits with astartes and compare")
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    print(banner(device), flush=True)
     if args.check_splits:
         check_splits(args.seeds)
     out = os.path.abspath(args.out)
     rows: dict[str, dict[int, dict]] = {name: {} for name in SPECS}
     for s in args.seeds:
         for name, spec in SPECS.items():
-            r = rows[name][s] = run_spec(spec, os.path.join(out, f"{name}_seed{s}"), s, args.epochs, args.threads)
+            r = rows[name][s] = run_spec(spec, os.path.join(out, f"{name}_seed{s}"), s, args.epochs, args.threads,
+                                               str(device))
             print(f"  seed {s}: {name:<10} test RMSE {r['rmse']:.3f} (best epoch {r['best_epoch']}, split "
                   f"{'/'.join(map(str, r['sizes']))}) in {r['seconds']:.1f} s", flush=True)
     print()
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"seeds": args.seeds, "runs": rows}, f, indent=2)
+    write_json(args.json, {"seeds": args.seeds, "runs": rows}, device)
     return 0
 
 

@@ -31,7 +31,6 @@ least 5x faster than sparse at 256 tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,6 +42,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from graphdl.benchmarking import add_arguments, banner, resolve_device, write_json  # noqa: E402
 from graphdl.compile import compile_spec  # noqa: E402
 from graphdl.data.graph import Graph, collate  # noqa: E402
 from graphdl.nn.attention import dense_attention, sparse_attention  # noqa: E402
@@ -109,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sparse", action="store_true")
     ap.add_argument("--only", choices=["train", "inference", "attention", "step"], nargs="+", default=None,
                     help="run only these comparisons (default: all)")
-    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type != "cpu":
+        raise SystemExit(f"{os.path.basename(__file__)} measures the CPU (the issue's setting); run with --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(banner(device), flush=True)
     torch.manual_seed(0)
     b, t, d = args.batch, args.tokens, args.dim
     ours = compile_spec(spec(d, args.heads, args.ff, args.layers))
@@ -194,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         res["lowering"] = {"dense_s": t_dense, "sparse_s": t_sparse}
         print(show(f"whole training step at {t} tokens", "dense", t_dense, "sparse", t_sparse)
               + f"   dense is {t_sparse['min'] / t_dense['min']:.1f}x faster")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    write_json(args.json, res, device)
     return 0
 
 
