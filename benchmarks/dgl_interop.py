@@ -34,8 +34,9 @@ import warnings
 import torch
 import yaml
 
+from graphdl.benchmarking import add_arguments, banner, resolve_device, write_json
 from graphdl.compile import compile_spec
-from graphdl.errors import GraphDLError
+from graphdl.errors import DataError, GraphDLError
 from graphdl.interop.dgl import load_dgl
 from graphdl.interop.export import _import_file, _peer, _run_peer, export
 from graphdl.nn.base import BLOCKS, load_builtin_blocks
@@ -185,7 +186,7 @@ def lowering_table(nodes: int, edges: int, dim: int, repeats: int, warmup: int) 
     for name, raw in LOWERING:
         params = {k: (dim if v == "dim" else [dim if x == "dim" else x for x in v] if isinstance(v, list) else v)
                   for k, v in raw.items() if k != "_node_dim"}
-        nd = raw.get("_node_dim", dim)
+        nd = min(raw.get("_node_dim", dim), dim)
         torch.manual_seed(0)
         ours = BLOCKS[name].build(params, {**fields, "node.h": nd})
         low = BLOCKS[name].build({**params, "lowering": "dgl"}, {**fields, "node.h": nd})
@@ -246,16 +247,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type != "cpu":
+        raise DataError(f"--device {args.device}: DGL's PyPI wheel (2.1.0) is CPU-only, so its kernels and "
+                        f"dgl.nn layers run on CPU; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     with warnings.catch_warnings():  # the graphbolt notice: nothing here samples
         warnings.simplefilter("ignore")
-        dgl = load_dgl()
-    import torch_geometric
-
-    print(f"torch {torch.__version__}, dgl {dgl.__version__}, torch_geometric {torch_geometric.__version__}, "
-          f"python {sys.version.split()[0]}\n")
+        load_dgl()
+    peers = ("dgl", "torch_geometric")
+    print(banner(device, peers=peers) + f", python {sys.version.split()[0]}\n")
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DGL's "no valid edges" notices on the edgeless cases
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
             out["lowering"] = lowering_table(args.nodes, args.edges, args.dim, args.repeats, args.warmup)
         if "export" in args.sections:
             out["export"] = export_table(tmp)
+    write_json(args.json, out, device, peers=peers)
     return out
 
 

@@ -30,6 +30,8 @@ BENCH_TINY = {
     "benchmarks/molecular.py": ["--seeds", "0", "--epochs", "1", "--our-epochs", "1", "--skip-huuskonen",
                                 "--skip-chemprop", "--out", "runs/molecular_bench"],
     "benchmarks/mmff_table.py": ["--max-molecules", "8"],
+    "benchmarks/dgl_interop.py": ["--nodes", "60", "--edges", "300", "--dim", "8", "--repeats", "1", "--warmup", "0",
+                                  "--sections", "lowering"],
     "benchmarks/pyg_layers.py": ["--nodes", "200", "--edges", "1000", "--repeats", "1", "--warmup", "0", "--all"],
     "benchmarks/kernels.py": ["--nodes", "200", "--edges", "1000", "--repeat", "1"],
     "benchmarks/cueq_tfn.py": ["--graphs", "2", "--nodes", "5", "--repeat", "1"],
