@@ -24,7 +24,8 @@ _PAD = "dense padding of a batch to its largest graph: the padded size must be k
 
 ALLOWED: dict[tuple[str, str, str], str] = {
     ("graphdl/ops/frames.py", "_layout", "int(counts.max())"): _PAD,
-    ("graphdl/ops/neighbors.py", "complete_graph", "int(batch.max())"): _GRAPH,
+    ("graphdl/ops/neighbors.py", "_block_pairs", "int(batch.max())"): _GRAPH,
+    ("graphdl/ops/neighbors.py", "_block_pairs", "int(deg.sum())"): _GRAPH + " (the edge count)",
     ("graphdl/ops/neighbors.py", "radius_graph", "int(batch.max())"): _GRAPH,
     ("graphdl/ops/neighbors.py", "radius_graph", "float((p - lo[batch]).max())"): _GRAPH + " (the cell size)",
     ("graphdl/ops/neighbors.py", "_kdtree_radius", "p.double().numpy()"): _GRAPH + " (SciPy's cKDTree: host)",

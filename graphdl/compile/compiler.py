@@ -28,6 +28,7 @@ from graphdl.nn.base import (
     no_dgl_lowering,
     require_dgl,
 )
+from graphdl.ops.neighbors import SOURCE_GRAPH, build_graph
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
 from graphdl.types import (
@@ -522,13 +523,14 @@ class GraphModel(nn.Module):
                 and len(hit[2]) == len(stamp) and all(a is b for a, b in zip(hit[2], stamp))):
             return hit[4]
         if gs.kind == "given":
-            out = g
+            out = g.add_self_loops() if gs.self_loops else g
+        elif gs.kind in ("complete", "causal"):
+            out = build_graph(g, gs, self_loops=gs.self_loops)  # loops placed in order: no re-sort
         else:
-            from graphdl.ops import neighbors
-
-            out = neighbors.build_graph(g, gs)
-        if gs.self_loops:
-            out = out.add_self_loops()
+            out = build_graph(g, gs)
+            if gs.self_loops:
+                out = out.add_self_loops()
+        out._cache[SOURCE_GRAPH] = g  # blocks that read the dataset's own bonds (Graphormer's distances)
         out._cache["prepared_for"] = key
         g._cache["prepared_graph"] = (key, names, stamp, versions, out)
         return out

@@ -5,10 +5,14 @@
 * ``gatv2`` — Brody et al. 2022, "How Attentive are Graph Attention Networks?"
   (https://arxiv.org/abs/2105.14491), PyG ``GATv2Conv`` semantics. Same class as ``gat``
   with ``v2: true``.
-* ``transformer`` — Shi et al. 2021, "Masked Label Prediction" (https://arxiv.org/abs/2009.03509):
-  multi-head dot-product attention as message passing, PyG ``TransformerConv`` semantics.
-  On a ``complete`` graph it lowers to dense batched attention
+* ``transformer_conv`` (also ``transformer``, its first name, kept for existing specs) — Shi et
+  al. 2021, "Masked Label Prediction" (https://arxiv.org/abs/2009.03509): multi-head
+  dot-product attention as message passing, PyG ``TransformerConv`` semantics. Not the
+  transformer of Vaswani et al.: that is ``transformer_encoder_layer`` (:mod:`graphdl.nn.transformer`).
+  On a ``complete`` or ``causal`` graph it lowers to dense batched attention
   (``torch.nn.functional.scaled_dot_product_attention`` over padded per-graph blocks).
+  The shared lowerings (:func:`dense_attention`, :func:`sparse_attention`) also serve
+  ``multihead_attention`` and ``transformer_encoder_layer`` (:mod:`graphdl.nn.transformer`).
 
 How GAT runs fast (and never builds ``E x H x C`` messages without edge features):
 the attention logit of edge ``j -> i`` is ``a_src·W x_j + a_dst·W x_i``, a sum of two
@@ -365,14 +369,22 @@ class GraphTransformer(Block):
     (heads concatenated or averaged; the root term ``W_r x_i`` with ``root_weight: true``;
     with ``beta: true`` it is gated: ``β h + (1-β) W_r x_i``, ``β = σ(w·[h, W_r x_i, h - W_r x_i])``).
 
-    Lowering: on a ``complete`` graph (``graph.kind: complete``) and without edge features the
-    layer runs as dense attention (``scaled_dot_product_attention``) over per-graph blocks
-    padded to the largest graph of the batch, with a mask from ``ptr`` (the diagonal is
-    masked unless the graph has self-loops). Otherwise it runs on the edges: per-edge
-    logits, segment softmax over destination-sorted edges, and a CSR product for the values.
-    Both agree to float64 round-off on complete graphs. ``lowering: sparse|dense`` forces one.
-    The dense path needs the largest graph size, read once per batch (one host sync, cached)
-    unless the dataset declares a fixed node count.
+    This is a *graph layer* (PyG's ``TransformerConv``): separate q/k/v maps with ``out_dim``
+    channels per head, no output projection, no feed-forward, no layer norm. The transformer
+    of Vaswani et al. (``torch.nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``,
+    number for number) is ``multihead_attention`` and ``transformer_encoder_layer``
+    (:mod:`graphdl.nn.transformer`). Spec ``type:`` ``transformer_conv`` (PyG's name) or
+    ``transformer`` (the first name, kept so existing specs and checkpoints load unchanged):
+    one layer, same parameters, same state dict.
+
+    Lowering: on a ``complete`` or ``causal`` graph and without edge features the layer runs
+    as dense attention (:func:`dense_attention`: ``scaled_dot_product_attention`` over
+    per-graph blocks padded to the largest graph of the batch, masked from ``ptr``). Otherwise
+    it runs on the edges: per-edge logits, segment softmax over destination-sorted edges, and
+    a CSR product for the values. Both agree to float64 round-off on complete and causal
+    graphs. ``lowering: sparse|dense`` forces one. The dense path needs the largest graph
+    size, read once per batch (one host sync, cached) unless the dataset declares a fixed
+    node count.
 
     Args (spec keys):
         input / output: node field read / written; out_dim: channels per head ``C``;
@@ -407,12 +419,12 @@ class GraphTransformer(Block):
         if p.edge_input is not None:
             info["edge_dim"] = fields.need_scalar(p.edge_input, cls.name)
             reads[p.edge_input] = fields[p.edge_input]
-        if p.lowering == "dense" and ctx.graph_kind != "complete":
-            raise InferenceError(f"{cls.name} `lowering: dense` attends over all node pairs of each graph, "
-                                 f"which is only the message-passing graph when `graph.kind: complete` "
+        if p.lowering == "dense" and ctx.graph_kind not in DENSE_KINDS:
+            raise InferenceError(f"{cls.name} `lowering: dense` attends over padded per-graph blocks, "
+                                 f"which is the message-passing graph only when `graph.kind` is complete or causal "
                                  f"(found `{ctx.graph_kind}`); use `lowering: auto`")
         info["dense"] = p.lowering == "dense" or (
-            p.lowering == "auto" and ctx.graph_kind == "complete" and p.edge_input is None)
+            p.lowering == "auto" and ctx.graph_kind in DENSE_KINDS and p.edge_input is None)
         width = p.heads * p.out_dim if p.concat else p.out_dim
         return Signature(reads, {p.out_key: Scalar(width)}, info)
 
@@ -451,26 +463,9 @@ class GraphTransformer(Block):
         return out
 
     def _dense(self, g, q, k, v):
-        H, C = q.shape[1:]
-        idx, counts, m = dense_index(g, self.ctx.num_nodes_hint)
-        b = g.num_graphs
-
-        def pad(t):  # (N, H, C) -> (B, H, M, C)
-            out = t.new_zeros(b * m, H, C).index_copy(0, idx, t)
-            return out.view(b, m, H, C).transpose(1, 2)
-
-        ar = torch.arange(m, device=q.device)
-        mask = (ar.view(1, m) < counts.view(b, 1)).view(b, 1, 1, m).expand(b, 1, m, m)
-        if not self.ctx.self_loops:
-            mask = mask & (ar.view(m, 1) != ar.view(1, m))
-        # a node with no neighbour (one-node graph): let it see itself, then zero its output
-        empty = ~mask.any(-1, keepdim=True)
-        mask = mask | (empty & (ar.view(m, 1) == ar.view(1, m)))
-        out = F.scaled_dot_product_attention(
-            pad(q), pad(k), pad(v), attn_mask=mask,
-            dropout_p=self.p.dropout if self.training else 0.0)
-        out = out.masked_fill(empty, 0.0)
-        return out.transpose(1, 2).reshape(b * m, H, C).index_select(0, idx)
+        return dense_attention(g, q, k, v, kind=self.ctx.graph_kind, self_loops=self.ctx.self_loops,
+                               dropout_p=self.p.dropout if self.training else 0.0,
+                               num_nodes_hint=self.ctx.num_nodes_hint)
 
     def forward(self, g, f):
         p = self.p
@@ -496,7 +491,144 @@ class GraphTransformer(Block):
         return {p.out_key: out}
 
     def describe_extra(self) -> str:
-        return f"{_heads(self.p.heads)} x {self.p.out_dim}, " + ("dense SDPA" if self.dense else "sparse")
+        if self.dense:
+            how = dense_reason(self.ctx.graph_kind, self.ctx.self_loops, False)
+        elif self.p.lowering == "sparse":
+            how = "sparse (asked for: `lowering: sparse`)"
+        elif self.p.edge_input is not None:
+            how = "sparse (edge features enter the values, which the dense kernel cannot take)"
+        else:
+            how = f"sparse (graph kind `{self.ctx.graph_kind}` is not complete or causal)"
+        return f"{_heads(self.p.heads)} x {self.p.out_dim}, {how}"
+
+
+@register_block("transformer_conv")
+class TransformerConv(GraphTransformer):
+    """``transformer`` under PyG's name (``TransformerConv``): the same layer, parameters and
+    state dict (see :class:`GraphTransformer`); prefer it in new specs, since a "transformer" in
+    the usual sense is ``transformer_encoder_layer``."""
+
+    class Params(GraphTransformer.Params):
+        pass
+
+
+DENSE_KINDS = ("complete", "causal")
+"""Graph kinds whose edges are a fixed pattern of every graph's node pairs: attention on them
+can run as dense blocks (:func:`dense_attention`)."""
+
+
+def dense_reason(kind: str, self_loops: bool, has_bias: bool) -> str:
+    """What :func:`dense_attention` does on this graph, in words (for ``graphdl describe``)."""
+    if kind == "causal" and self_loops and not has_bias:
+        return "dense SDPA is_causal (causal graph + self-loops; padding needs no mask)"
+    what = {("complete", True): "complete graph + self-loops; key-padding mask when sizes differ",
+            ("complete", False): "complete graph, diagonal masked; key-padding mask when sizes differ",
+            ("causal", True): "causal mask j <= i",
+            ("causal", False): "strict causal mask j < i; a first node gets 0"}
+    bias = "; edge bias as additive mask" if has_bias else ""
+    return f"dense SDPA over padded per-graph blocks ({what[(kind, self_loops)]}{bias})"
+
+
+def _dense_pairs(g, idx: Tensor, m: int) -> Tensor:
+    """Flat ``(b·M + i)·M + j`` position of every edge ``j -> i`` of ``g`` in the ``(B, M, M)`` block stack."""
+    key = ("attention.dense_pairs", m)
+    if key not in g._cache:
+        g._cache[key] = idx.index_select(0, g.dst) * m + (idx.index_select(0, g.src) % m)
+    return g._cache[key]
+
+
+def dense_attention(g, q: Tensor, k: Tensor, v: Tensor, *, kind: str, self_loops: bool,
+                    bias: Tensor | None = None, dropout_p: float = 0.0,
+                    num_nodes_hint: int | None = None) -> Tensor:
+    r"""Multi-head attention of every node over its graph's nodes, as dense padded blocks.
+
+    ``out_i = Σ_j softmax_j(q_i·k_j / √C + b_ij) v_j`` over the keys ``j`` that the graph kind
+    allows: all nodes of ``i``'s graph (``complete``; ``j ≠ i`` without self-loops) or the
+    earlier ones (``causal``: ``j ≤ i`` with self-loops, ``j < i`` without), node order being
+    sequence order. Each graph is one block of a ``(B, H, M, M)`` batch padded to the largest
+    graph ``M`` (a view, no copy, when all graphs have ``M`` nodes); one
+    :func:`torch.nn.functional.scaled_dot_product_attention` call does the rest: no mask for
+    complete graphs of one size, ``is_causal`` for causal graphs with self-loops (a causal
+    query never reaches the padding after its graph), a boolean mask otherwise, and the bias
+    as an additive float mask (``-inf`` off the pattern). A query with no key at all (a
+    one-node complete graph, or the first node of a causal graph, without self-loops) gets
+    zeros, not NaN.
+
+    ``g`` must be the message-passing graph of that kind (what ``GraphModel.prepare`` makes):
+    ``bias`` is read in its edge order and placed at each edge's block position.
+
+    Args:
+        g: the batch (``ptr``/``batch`` give the blocks; its edges are used only to place ``bias``).
+        q, k, v: ``(N, H, C)`` per-node queries, keys and values.
+        kind: ``complete`` or ``causal``; self_loops: whether ``j = i`` is a key.
+        bias: ``(E, H)`` additive logit per edge and head, or None.
+        dropout_p: dropout on the attention weights (pass 0 in evaluation).
+        num_nodes_hint: fixed nodes per graph (skips the one host sync that finds ``M``).
+
+    Shapes: ``(N, H, C) -> (N, H, C)``.
+    """
+    n, H, C = q.shape
+    idx, counts, m = dense_index(g, num_nodes_hint)
+    b = g.num_graphs
+    full = n == b * m  # every graph has M nodes: padding is a view
+
+    def pad(t):  # (N, H, C) -> (B, H, M, C)
+        if not full:
+            t = t.new_zeros(b * m, H, C).index_copy(0, idx, t)
+        return t.view(b, m, H, C).transpose(1, 2)
+
+    ar = torch.arange(m, device=q.device)
+    causal = kind == "causal"
+    is_causal = causal and self_loops and bias is None
+    mask = None
+    empty = None
+    if not is_causal and not (kind == "complete" and self_loops and full and bias is None):
+        if causal:
+            allowed = ar.view(m, 1) >= ar.view(1, m) if self_loops else ar.view(m, 1) > ar.view(1, m)
+            allowed = allowed.view(1, 1, m, m).expand(b, 1, m, m)
+        else:
+            allowed = (ar.view(1, m) < counts.view(b, 1)).view(b, 1, 1, m).expand(b, 1, m, m)
+            if not self_loops:
+                allowed = allowed & (ar.view(m, 1) != ar.view(1, m))
+        if not self_loops:
+            # a query with no key (one-node graph; first node of a causal graph): let it see
+            # itself, then zero its output
+            empty = ~allowed.any(-1, keepdim=True)
+            allowed = allowed | (empty & (ar.view(m, 1) == ar.view(1, m)))
+        mask = allowed
+        if bias is not None:
+            flat = bias.new_zeros(b * m * m, H).index_copy(0, _dense_pairs(g, idx, m), bias)
+            dense_bias = flat.view(b, m, m, H).permute(0, 3, 1, 2)
+            mask = dense_bias.masked_fill(~allowed, float("-inf"))
+    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=mask, dropout_p=dropout_p,
+                                         is_causal=is_causal)
+    if empty is not None:
+        out = out.masked_fill(empty, 0.0)
+    out = out.transpose(1, 2).reshape(b * m, H, C)
+    return out if full else out.index_select(0, idx)
+
+
+def sparse_attention(g, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None,
+                     dropout_p: float = 0.0) -> Tensor:
+    r"""Multi-head attention on the edges of ``g``: ``out_i = Σ_{j→i} softmax_j(q_i·k_j / √C + b_ij) v_j``.
+
+    The logits are a sampled dense-dense product over the destination-sorted edges
+    (:func:`~graphdl.ops.spmm.sddmm`), normalised per destination and head with an exact
+    segment softmax (:func:`~graphdl.ops.segment.segment_softmax`), and the weighted sum of
+    values is one CSR product (:func:`~graphdl.ops.spmm.spmm`). A node without incoming edges
+    gets zeros. ``dropout_p`` drops attention weights (pass 0 in evaluation).
+
+    Shapes: ``q, k, v (N, H, C)``, ``bias (E, H)`` -> ``(N, H, C)``.
+    """
+    n, _, C = q.shape
+    csr, csr_t = g.csr(), g.csr_t()
+    logits = sddmm(csr, q, k, csr_t) / math.sqrt(C)
+    if bias is not None:
+        logits = logits + bias
+    alpha = segment_softmax(logits, g.dst, n, csr.rowptr)
+    if dropout_p > 0:
+        alpha = F.dropout(alpha, dropout_p, True)
+    return spmm(csr, v, alpha, csr_t=csr_t)
 
 
 def dense_index(g, num_nodes_hint: int | None = None) -> tuple[Tensor, Tensor, int]:
@@ -521,4 +653,5 @@ def dense_index(g, num_nodes_hint: int | None = None) -> tuple[Tensor, Tensor, i
     return idx, counts, m
 
 
-__all__ = ["GAT", "GATv2", "GraphTransformer", "LoopedEdges", "dense_index", "loop_fill", "looped_edges"]
+__all__ = ["DENSE_KINDS", "GAT", "GATv2", "GraphTransformer", "LoopedEdges", "TransformerConv", "dense_attention",
+           "dense_index", "dense_reason", "loop_fill", "looped_edges", "sparse_attention"]

@@ -11,7 +11,8 @@ A block is an ``nn.Module`` registered under the name a spec's ``type:`` uses. I
   ``f`` the current fields ``{"node.h": tensor, ...}``; it returns the fields it writes.
 
 Capabilities are class-level declarations (``equivariant``, ``frame_equivariant``,
-``needs_positions``, ``uses_edge_features``), never discovered by reading argument names.
+``needs_positions``, ``uses_edge_features``, ``reads_node_order``), never discovered by
+reading argument names.
 
 Data statistics: a block that standardises with statistics of the training data (the
 velocity mean and std of a learned simulator) names them in :meth:`Block.statistics_needed`
@@ -77,7 +78,7 @@ class BuildContext:
     """What a block may know about the model it sits in, beyond its fields.
 
     Attributes:
-        graph_kind: ``given``, ``complete``, ``radius`` or ``knn``.
+        graph_kind: ``given``, ``complete``, ``causal``, ``radius`` or ``knn``.
         self_loops: whether the graph builder adds self-loops.
         num_nodes_hint: fixed node count per graph when the dataset declares one (N-body: 5).
     """
@@ -98,6 +99,9 @@ class Block(nn.Module):
     the compiler refuses a ``frame`` field on any other block, as a plain MLP on a ``1o`` vector."""
     needs_positions: ClassVar[bool] = False
     uses_edge_features: ClassVar[bool] = False
+    reads_node_order: ClassVar[bool] = False
+    """True for blocks whose output depends on the order of a graph's nodes (positional
+    encodings of sequences): a model with one is not meant to be permutation equivariant."""
     family: ClassVar[str] = "misc"
 
     def __init__(self, p: BlockParams, sig: Signature, ctx: BuildContext | None = None):

@@ -267,6 +267,11 @@ class Concat(Block):
         _v = field_validator("output")(_check_key)
         _v_in = field_validator("inputs")(_check_keys)
 
+        @field_validator("inputs")
+        @classmethod
+        def _v_inputs(cls, v):
+            return [_check_key(k) for k in v]
+
     @classmethod
     def infer(cls, p, fields, ctx):
         space = split_key(p.output)[0]

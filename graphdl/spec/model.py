@@ -11,7 +11,7 @@ Top-level keys of a model spec::
       node.h: 16
       edge.e: 4
     graph:                     # how the message-passing graph is made (default: given)
-      kind: given              # given | complete | radius | knn
+      kind: given              # given | complete | causal | radius | knn
     model:
       layers: [...]            # blocks, each `type: <registered block>` + its parameters,
                                # or `type: sequence` + `layers: [...]`: a group repeated as one
@@ -47,14 +47,19 @@ class GraphSpec(BaseModel):
     """How edges are made for message passing.
 
     ``given``: the dataset's edges. ``complete``: every ordered pair of distinct nodes of a
-    graph. ``radius``: pairs closer than ``cutoff`` (at most ``max_neighbors`` nearest per
-    node). ``knn``: each node's ``k`` nearest neighbours. ``positions`` names the field the
-    geometric builders read. ``self_loops`` adds one loop per node.
+    graph. ``causal``: ``j -> i`` for every earlier node ``j < i`` of the same graph (node
+    order is sequence order). ``radius``: pairs closer than ``cutoff`` (at most
+    ``max_neighbors`` nearest per node). ``knn``: each node's ``k`` nearest neighbours.
+    ``positions`` names the field the geometric builders read. ``self_loops`` adds one loop
+    per node: ``complete`` + loops is a transformer encoder's graph (every query sees every
+    key of its graph), ``causal`` + loops (``j <= i``) a decoder's (torch's ``is_causal``
+    mask). Graphs of different sizes in one batch never see each other's nodes: that is the
+    key-padding mask.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["given", "complete", "radius", "knn"] = "given"
+    kind: Literal["given", "complete", "causal", "radius", "knn"] = "given"
     positions: str = "node.pos"
     cutoff: PositiveFloat | None = None
     max_neighbors: PositiveInt | None = None

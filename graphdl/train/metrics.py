@@ -15,6 +15,9 @@ r2         1 − Σ(ŷ − y)² / Σ(y − ȳ)²  (coefficient of determination)
 accuracy   fraction of rows whose predicted class is the true class    higher
 roc_auc    P(score of a random positive > score of a random negative)  higher
            (Mann–Whitney U / (n₊ n₋), ties count ½)
+bits_per_  mean cross-entropy of the true class in bits, −log₂ p(y)    lower
+token      (softmax over C logits; sigmoid per column for binary);
+           a character-level language model's bits per character
 =========  ==========================================================  ===============
 
 For classification, ``pred`` holds logits: ``(n, T)`` for binary / multi-label tasks (one
@@ -23,6 +26,7 @@ logit per target) and ``(n, C)`` for a multiclass task with integer ``target`` `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -121,6 +125,15 @@ def roc_auc(pred: Tensor, target: Tensor) -> Tensor:
     return torch.stack([_binary_auc(pred[:, j], target[:, j]) for j in range(pred.size(1))])
 
 
+@register_metric("bits_per_token", False, ("classification",))
+def bits_per_token(pred: Tensor, target: Tensor) -> Tensor:
+    if target.size(1) == 1 and pred.size(1) > 1:  # multiclass: −log₂ softmax(pred)[y]
+        nats = torch.nn.functional.cross_entropy(pred, target[:, 0].long())
+        return (nats / math.log(2)).reshape(1)
+    nats = torch.nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="none").mean(0)
+    return nats / math.log(2)
+
+
 def _per_observed_column(fn, pred: Tensor, target: Tensor, missing: Tensor) -> Tensor:
     """``fn`` per target column over the rows where that column is observed (a column with no
     observed row gives NaN). One class-id column against C logits drops the rows without a label."""
@@ -153,4 +166,4 @@ def compute(names: list[str], pred: Tensor, target: Tensor, columns: list[str] |
     return out
 
 
-__all__ = ["METRICS", "Metric", "accuracy", "compute", "mae", "mse", "r2", "register_metric", "rmse", "roc_auc"]
+__all__ = ["METRICS", "Metric", "accuracy", "bits_per_token", "compute", "mae", "mse", "r2", "register_metric", "rmse", "roc_auc"]

@@ -110,6 +110,7 @@ def _geometric_specs() -> list[str]:
     import json
 
     from graphdl.spec.loader import load_spec
+    from graphdl.types import Irreps, parse_type
 
     found = []
     for path in sorted((ROOT / "specs").rglob("*.yaml")):
@@ -117,7 +118,7 @@ def _geometric_specs() -> list[str]:
         if "raw_coordinates" in json.dumps(data.get("model")):
             continue
         inputs = data.get("inputs") or {}
-        if any(isinstance(t, str) and ("1o" in t or "1e" in t or "x" in t) for t in inputs.values()):
+        if any(isinstance(parse_type(t), Irreps) for t in inputs.values()):
             found.append(str(path.relative_to(ROOT / "specs")))
     return found
 

@@ -276,7 +276,7 @@ def test_transformer_lowering_choice_and_errors():
     # edge features need the per-edge path even on complete graphs
     assert not GraphTransformer.build({"out_dim": 4, "edge_input": "edge.e"}, fields,
                                       BuildContext(graph_kind="complete")).dense
-    with pytest.raises(InferenceError, match="only the message-passing graph when `graph.kind: complete`"):
+    with pytest.raises(InferenceError, match="message-passing graph only when `graph.kind` is complete or causal"):
         GraphTransformer.build({"out_dim": 4, "lowering": "dense"}, fields)
 
 

@@ -117,6 +117,10 @@ PLAUSIBLE = {
     "frame": st.sampled_from(["node.frame", "node.frame", "node.h"]), "pair": st.sampled_from([None, "edge.z", "edge.e"]),
     "scalar_qk": dims, "scalar_v": dims, "points_qk": dims, "points_v": dims, "max_offset": dims,
     "part": st.sampled_from(["rotation", "all", "x"]),
+    # sequence and transformer blocks
+    "ff_dim": dims, "dim": dims, "max_len": dims, "max_distance": st.integers(0, 9), "max_degree": st.integers(0, 9),
+    "add_to": st.none() | fields, "attn_bias": st.lists(fields, max_size=2), "norm_first": st.booleans(),
+    "activation": st.sampled_from(["relu", "gelu", "tanh"]),
 }
 part = st.sampled_from(["src", "dst", "edge", "self", "agg", "node", "global", "edges", "nodes", "x"])
 

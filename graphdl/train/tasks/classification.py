@@ -23,7 +23,7 @@ from graphdl.train.tasks.base import (
     _rows,
     register_task,
 )
-from graphdl.types import Irreps, Scalar, split_key
+from graphdl.types import Categorical, Irreps, Scalar, split_key
 
 
 class ClassificationParams(TaskParams):
@@ -46,7 +46,8 @@ class Classification(Task):
     """Binary / multi-label (sigmoid + BCE) or multiclass (softmax + cross-entropy) classification.
 
     Shapes: binary output ``(B, T)`` logits against ``(B, T)`` 0/1 targets; multiclass output
-    ``(B, C)`` logits against ``(B, 1)`` class ids (node level: ``N`` rows instead of ``B``).
+    ``(B, C)`` logits against ``(B, 1)`` class ids, or a ``categorical(C)`` target ``(B,)`` (node
+    level: ``N`` rows instead of ``B``).
     """
 
     Params = ClassificationParams
@@ -55,8 +56,11 @@ class Classification(Task):
     def bind(self, data_fields, outputs):
         p = self.p
         self.out_key, out_t, tgt_t = _bind_fields(p, data_fields, outputs)
-        if not isinstance(tgt_t, (Scalar, Irreps)) or not tgt_t.invariant:
+        if not isinstance(tgt_t, (Scalar, Irreps, Categorical)) or not tgt_t.invariant:
             raise InferenceError(f"classification target `{p.target}` must be scalar, found {tgt_t}")
+        if isinstance(tgt_t, Categorical) and tgt_t.num_classes != p.num_classes:
+            raise InferenceError(f"classification target `{p.target}` holds class indices of {tgt_t} but the task has "
+                                 f"`num_classes: {p.num_classes}`; make them equal")
         self.level = split_key(p.target)[0]
         self.multiclass = p.num_classes > 2
         want = p.num_classes if self.multiclass else tgt_t.dim
