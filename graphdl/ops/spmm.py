@@ -18,6 +18,14 @@ entries are mapped back to this CSR's entries to gather ``values`` in transposed
 ``∂values[e] = ⟨∂out[row[e]], x[col[e]]⟩`` is a sampled dense-dense product (SDDMM,
 ``torch.sparse.sampled_addmm`` where available). Both backward kernels are themselves
 differentiable autograd functions of each other, so double backward works.
+
+Under ``torch.compile`` both products are the plain gather + ``index_add_`` (and gather + dot)
+expressions, differentiated by autograd and fused by Inductor: the custom autograd functions
+exist for eager speed (MKL / cuSPARSE kernels cannot be traced) and carry their structure in a
+Python object (the lazily transposed pattern), which Dynamo cannot trace soundly: a cached
+CSR's tensors and sizes would enter the traced backward as free variables of the outer graph
+(``InternalTorchDynamoError: Argument '..._csr_t_num_rows' ... does not belong to this Graph``),
+and ``sddmm(csr, h, h)`` passes one tensor twice, which Dynamo refuses (a graph break).
 """
 
 from __future__ import annotations
@@ -44,8 +52,7 @@ _REDUCES = ("mean", "sum")
 
 
 def _sparse_ok(x: Tensor, table: dict) -> bool:
-    # torch.compile cannot trace sparse tensor creation; the gather-scatter path compiles whole.
-    return x.dtype in table.get(x.device.type, ()) and not torch.compiler.is_compiling()
+    return x.dtype in table.get(x.device.type, ())
 
 
 # --------------------------------------------------------------------------- patterns
@@ -85,13 +92,6 @@ class _Pattern:
             self._transposed = _Pattern(self._csr_t, self.csr, c2t=t2c)  # type: ignore[arg-type]
             self._transposed._transposed = self
         return self._transposed
-
-    def resolve(self) -> None:
-        """Build everything a backward (or double backward) may need, now.
-
-        Under torch.compile a traced backward may not fill these caches lazily.
-        """
-        self.transpose().t2c()
 
 
 def _transpose(csr: CSR) -> CSR:
@@ -306,10 +306,10 @@ def spmm(
         x ``(num_cols, H, C)`` with values ``(nnz, H)`` → ``(num_rows, H, C)``.
     """
     _check(csr, x, values, reduce, csr_t, "spmm")
+    if torch.compiler.is_compiling():  # plain differentiable ops (see the module docstring)
+        out = _gather_scatter(csr, x, values)
+        return _mean_scale(csr, out) if reduce == "mean" else out
     pattern = _Pattern(csr, csr_t)
-    if torch.compiler.is_compiling() and torch.is_grad_enabled():
-        # The transpose is built lazily in eager mode; a traced backward may not mutate it.
-        pattern.resolve()
     if values is None or values.dim() == 1:
         # One weight per entry: trailing dims are just more columns of one product.
         out = _SpmmSum.apply(pattern, x.reshape(x.size(0), math.prod(x.shape[1:])), values)
@@ -350,10 +350,9 @@ def sddmm(csr: CSR, a: Tensor, b: Tensor, csr_t: CSR | None = None) -> Tensor:
             f"sddmm: a ({a.dtype}, {a.device}) and b ({b.dtype}, {b.device}) must share one floating "
             f"dtype and the CSR's device ({csr.col.device})"
         )
-    pattern = _Pattern(csr, csr_t)
-    if torch.compiler.is_compiling() and torch.is_grad_enabled():
-        pattern.resolve()
-    return _Sddmm.apply(pattern, a, b)
+    if torch.compiler.is_compiling():  # plain differentiable ops (see the module docstring)
+        return _gather_dot(csr, a, b)
+    return _Sddmm.apply(_Pattern(csr, csr_t), a, b)
 
 
 def gather_scatter_reference(
