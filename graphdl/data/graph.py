@@ -31,6 +31,7 @@ from torch import Tensor
 
 from graphdl.errors import DataError
 from graphdl.ops.csr import CSR
+from graphdl.ops.segment import index_add_rows
 from graphdl.types import SPACES, split_key
 
 
@@ -162,8 +163,8 @@ class Graph:
         if "ptr" not in self._cache:
             # counts by index_add_, not bincount: bincount's length depends on the data (a host
             # sync on CUDA, and a graph break under torch.compile); this one is always (B,)
-            counts = torch.zeros(self.num_graphs, dtype=torch.long, device=self.device).index_add_(
-                0, self.batch, torch.ones_like(self.batch))
+            counts = index_add_rows(torch.zeros(self.num_graphs, dtype=torch.long, device=self.device),
+                                    self.batch, torch.ones_like(self.batch))
             ptr = torch.zeros(self.num_graphs + 1, dtype=torch.long, device=self.device)
             torch.cumsum(counts, 0, out=ptr[1:])
             self._cache["ptr"] = ptr

@@ -215,11 +215,12 @@ class GraphNorm(Block):
 
     def forward(self, g, f):
         from graphdl.nn.mlp import segment_mean_std
+        from graphdl.ops.segment import segment_sum
 
         x = f[self.p.input]
         mean, count = segment_mean_std(x, g.batch, g.num_graphs)
         out = x - self.alpha * mean[g.batch]
-        var = torch.zeros_like(mean).index_add_(0, g.batch, out * out) / count
+        var = segment_sum(out * out, g.batch, g.num_graphs) / count
         out = out / (var + self.p.eps).sqrt()[g.batch]
         return {self.p.out_key: self.weight * out + self.bias}
 

@@ -66,7 +66,9 @@ class MLP(nn.Sequential):
 
 def segment_mean_std(x: Tensor, index: Tensor, num_segments: int, eps: float = 1e-5):
     """Per-segment mean and variance of rows (used by graph norm)."""
+    from graphdl.ops.segment import segment_sum
+
     ones = torch.ones(x.size(0), 1, dtype=x.dtype, device=x.device)
-    count = torch.zeros(num_segments, 1, dtype=x.dtype, device=x.device).index_add_(0, index, ones).clamp_min(1)
-    mean = torch.zeros(num_segments, x.size(1), dtype=x.dtype, device=x.device).index_add_(0, index, x) / count
+    count = segment_sum(ones, index, num_segments).clamp_min(1)
+    mean = segment_sum(x, index, num_segments) / count
     return mean, count
