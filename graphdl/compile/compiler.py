@@ -212,9 +212,9 @@ def _plan_forces(spec: Spec, fs: ForcesSpec, outputs: dict[str, FieldType], fiel
 
 @torch.compiler.disable
 def _prepare_eagerly(model: GraphModel, g: Graph) -> Graph:
-    """``model.prepare(g)`` outside any ``torch.compile`` trace (a graph break before the stack),
-    with the host-side sizes its blocks read (the largest graph's node count) filled in, so
-    that the trace sees them as sizes instead of breaking on ``int(tensor)``.
+    """``model.check_inputs(g)`` and ``model.prepare(g)`` outside any ``torch.compile`` trace (a
+    graph break before the stack), with the host-side sizes its blocks read (the largest graph's
+    node count) filled in, so that the trace sees them as sizes instead of breaking on ``int()``.
 
     Raises:
         KernelUnavailableError: forces that will be differentiated again (training, or
@@ -224,6 +224,7 @@ def _prepare_eagerly(model: GraphModel, g: Graph) -> Graph:
     """
     import torch._dynamo  # loaded already: this runs inside a torch.compile call
 
+    model.check_inputs(g)
     fp = model.plan.forces
     if fp is not None and torch.is_grad_enabled() and not torch._dynamo.config.trace_autograd_ops:
         pos = g.fields.get(fp.positions)
@@ -330,13 +331,13 @@ class GraphModel(nn.Module):
         return out
 
     def forward(self, g: Graph) -> dict[str, Tensor]:
-        self.check_inputs(g)
         if torch.compiler.is_compiling():
-            # The neighbour search syncs with the host (data-dependent edge counts): it runs
-            # eagerly, cached on the batch as in eager mode; the stack is traced on a view with
-            # an empty structure cache, so one graph serves cold and warm batches alike.
+            # Input checks and the neighbour search (which syncs with the host: data-dependent
+            # edge counts) run eagerly, cached on the batch as in eager mode; the stack is traced
+            # on a view with an empty structure cache, so one graph serves cold and warm batches.
             g = _prepare_eagerly(self, g).uncached()
         else:
+            self.check_inputs(g)
             g = self.prepare(g)
         f: dict[str, Tensor] = {k: g.fields[k] for k in self._inputs}
         if self.plan.forces is not None:
