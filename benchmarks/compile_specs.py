@@ -42,7 +42,7 @@ def all_specs() -> list[str]:
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True) -> dict:
+def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True, dynamic: bool | None = True) -> dict:
     import torch
 
     from graphdl.compile import compile_spec
@@ -58,7 +58,7 @@ def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True) -> d
     forces = model.plan.forces is not None
     # forces are differentiated again in training: only possible with autograd.grad traced
     config = {"trace_autograd_ops": True} if forces and trace_forces else None
-    r = check_compiled(model, batches, name=spec, backend=backend, dynamo_config=config)
+    r = check_compiled(model, batches, name=spec, backend=backend, dynamo_config=config, dynamic=dynamic)
     eps = torch.finfo(torch.float32).eps
     return {
         "spec": spec, "backend": backend, "forces": forces, "trace_autograd_ops": bool(config),
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N specs")
     ap.add_argument("--smoke", action="store_true",
                     help=f"tiny run: {SMOKE_SPEC} on small graphs with the eager backend (Dynamo only)")
+    ap.add_argument("--dynamic", choices=["true", "auto"], default="true",
+                    help="torch.compile(dynamic=True) (default), or auto: dynamic=None, Dynamo's automatic "
+                         "dynamic shapes (static first, dynamic after the first size change)")
     ap.add_argument("--json", default=None, help="write the rows here as JSON (rewritten after each spec)")
     ap.add_argument("--breaks", action="store_true", help="print graph-break reasons under the table")
     args = ap.parse_args(argv)
@@ -117,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in specs:
         print(f"{spec} ...", file=sys.stderr, flush=True)
-        rows.append(run_one(spec, backend, SMOKE_SIZES if args.smoke else None))
+        rows.append(run_one(spec, backend, SMOKE_SIZES if args.smoke else None,
+                            dynamic=True if args.dynamic == "true" else None))
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
-    print(f"torch.compile(model, dynamic=True, backend={backend!r}) vs eager, float32")
+    dyn = "True" if args.dynamic == "true" else "None"
+    print(f"torch.compile(model, dynamic={dyn}, backend={backend!r}) vs eager, float32")
     print(table(rows))
     if args.breaks:
         for r in rows:

@@ -172,7 +172,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def check_compiled(model, batches: list[Graph], *, name: str = "", backend: str = "inductor",
-                   dynamic: bool = True, seed: int = 0, dynamo_config: dict | None = None) -> CompileCheck:
+                   dynamic: bool | None = True, seed: int = 0, dynamo_config: dict | None = None) -> CompileCheck:
     """Run ``torch.compile(model)`` against eager ``model`` as described in the module docstring.
 
     Args:
