@@ -32,7 +32,9 @@ from graphdl.data.nbody import complete_edge_index
 
 def graphdl_model(width: int, depth: int, vel: bool):
     layer = {"type": "egnn", "repeat": depth, "input": "node.h", "pos": "node.pos",
-             "edge_input": "edge.charge_product", "hidden": width, "act": "silu", "coords_agg": "mean"}
+             "edge_input": "edge.charge_product", "hidden": width, "act": "silu", "coords_agg": "mean",
+             # the paper's layer, as egnn-pytorch's defaults compute it (raw ‖r‖², r, unbounded φ_x)
+             "distance_feature": "squared", "normalize": False, "tanh": False}
     if vel:
         layer["vel"] = "node.vel"
     spec = {"graphdl": 1, "name": "egnn-bench",

@@ -47,7 +47,8 @@ def spec_for(model: str, specs: str) -> str:
     return os.path.normpath(path)
 
 
-def train_missing(models: list[str], specs: str, runs: str, device: str | None) -> None:
+def train_missing(models: list[str], specs: str, runs: str, device: str | None, epochs: int | None = None,
+                  limit: int | None = None) -> None:
     from graphdl.train.runner import run
 
     for m in models:
@@ -57,7 +58,7 @@ def train_missing(models: list[str], specs: str, runs: str, device: str | None) 
             continue
         spec = spec_for(m, specs)
         print(f"{m}: graphdl run {spec} --out {out}" + (f" --device {device}" if device else ""), flush=True)
-        run(spec, out=out, device=device)
+        run(spec, out=out, device=device, epochs=epochs, limit=limit)
 
 
 def collect(models: list[str], runs: str) -> list[dict]:
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(PAPER), help="comma-separated subset of " + ",".join(PAPER))
     ap.add_argument("--train", action="store_true", help="train the models whose run folder has no metrics.json")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: the spec's `train.device`)")
+    ap.add_argument("--epochs", type=int, default=None, help="override the specs' epochs (a smoke run)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N graphs (a smoke run)")
     a = ap.parse_args(argv)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in PAPER]
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
         print(f"error: unknown model(s) {', '.join(unknown)}; expected some of {', '.join(PAPER)}", file=sys.stderr)
         return 2
     if a.train:
-        train_missing(models, a.specs, a.runs, a.device)
+        train_missing(models, a.specs, a.runs, a.device, a.epochs, a.limit)
     rows = collect(models, a.runs)
     if all(r.get("missing") for r in rows):
         print(f"error: no finished runs under {a.runs}/<model>/metrics.json; pass --train to train them",

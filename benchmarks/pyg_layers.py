@@ -41,8 +41,8 @@ from torch import Tensor, nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphdl.data.graph import Graph
-from graphdl.nn.base import BLOCKS, load_builtin_blocks
+from graphdl.data.graph import Graph  # noqa: E402  (after the sys.path line above)
+from graphdl.nn.base import BLOCKS, load_builtin_blocks  # noqa: E402
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench.
+"""``graphdl`` command line: check | describe | schema | run | predict | verify | wl | bench | rollout.
 
 Each subcommand lives with the package it drives and registers itself here through
 ``COMMANDS`` (name -> module path with ``add_parser(subparsers)`` and ``main(args) -> int``).
@@ -23,6 +23,7 @@ COMMANDS = {
     "verify": "graphdl.geometric.commands",
     "wl": "graphdl.wl.commands",
     "bench": "graphdl.bench",
+    "rollout": "graphdl.simulate.commands",
 }
 
 EPILOG = """examples:
@@ -34,7 +35,28 @@ EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
   graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
   graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
+  graphdl run specs/gns/water_drop_2d.yaml           train a learned particle simulator (GNS, CPU preset)
+  graphdl rollout SPEC --checkpoint best.pt --render gif   roll it out: positions, metrics, an animation
+
+specs that run code:
+  A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).
+  They run only when you say so: add --trust to any command, e.g.
+  graphdl check --trust examples/custom_block.yaml
 """
+
+TRUST_HELP = ("let this spec's `import:` run the Python modules it names (custom blocks); without it a spec "
+              "with `import:` is refused and nothing is executed")
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command that reads specs the same ``--trust`` switch."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_trust(child)
+            return
+    if "--trust" not in parser._option_string_actions:
+        parser.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,6 +78,8 @@ def make_parser() -> argparse.ArgumentParser:
         if mod not in done:
             m.add_parser(sub)
             done.add(mod)
+    for child in dict.fromkeys(sub.choices.values()):
+        _add_trust(child)
     return parser
 
 
@@ -65,14 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from graphdl.spec.loader import trusted_imports
+
     try:
-        return int(args.func(args) or 0)
+        with trusted_imports(bool(getattr(args, "trust", False))):
+            return int(args.func(args) or 0)
     except GraphDLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `graphdl describe --json spec.yaml | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ class KernelUnavailableError(GraphDLError):
     """A requested backend (cuEquivariance, CUDA, dgl...) is not available here."""
 
 
+class NonFiniteError(GraphDLError):
+    """Training or evaluation produced NaN or inf; the message names where (epoch, batch, block)."""
+
+
 class CheckpointError(GraphDLError):
     """A checkpoint does not belong to the spec it is loaded into, or is corrupt."""
 

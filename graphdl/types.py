@@ -7,7 +7,19 @@ its key is ``"<space>.<name>"`` (``node.h``, ``edge.e``, ``graph.u``). Its type 
 * :class:`Irreps`: an O(3) representation in e3nn notation, ``1o`` (a vector, e.g.
   positions) or ``16x0e + 8x1o + 4x2e``;
 * :class:`Frame`: a rigid frame (rotation + translation), stored as ``(N, 4, 3)``: the
-  rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3.
+  rotation matrix rows 0..2 (columns are the local axes) and the translation in row 3;
+  written ``frame``. Frames rotate and translate with the structure (``x ↦ R x + t`` maps
+  local to global coordinates): only blocks declaring ``frame_equivariant`` may read them;
+* :class:`Stacked`: one value of another type per iteration of a repeated layer (a
+  ``trace:``), stored ``(N, T, ...)``; written ``frame[8]``, ``64[3]``;
+* :class:`Categorical` ``(num_classes)``: one integer class index per row in
+  ``0..num_classes-1`` (particle types, atom types, token ids), written ``categorical(9)``,
+  stored as an integer tensor ``(N,)``. It is not a real-valued feature: blocks that read
+  scalars refuse it, and an ``embedding`` block turns it into channels;
+* :class:`Trajectory` ``(frames, dim)``: ``frames`` consecutive values of a ``dim``-vector
+  per row (a particle's recent positions, oldest first), written ``trajectory(6, 2)``,
+  stored as ``(N, frames, dim)``. Its coordinates are plain channels in the data's frame
+  (a simulation box fixes the axes), not a rotation-typed field.
 
 Parsing lives here too (``parse_type``) and needs no e3nn import.
 """
@@ -124,8 +136,104 @@ class Frame(FieldType):
         return "frame"
 
 
+FRAME = Frame()
+
+
+@dataclass(frozen=True)
+class Stacked(FieldType):
+    """``count`` values of type ``inner`` per row (one per iteration), stored ``(rows, count, *inner.shape())``.
+
+    Made by a layer's ``trace:`` (the value of a field after each repeat, e.g. the frames of
+    every structure-module iteration for an auxiliary loss); written ``frame[8]``.
+    """
+
+    inner: FieldType
+    count: int
+
+    @property
+    def dim(self) -> int:
+        return self.count * self.inner.dim
+
+    @property
+    def invariant(self) -> bool:
+        return self.inner.invariant
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.count,) + tuple(self.inner.shape())
+
+    def __str__(self) -> str:
+        return f"{self.inner}[{self.count}]"
+
+
+_STACKED_RE = re.compile(r"^(.+)\[\s*(\d+)\s*\]$")
+
+
+@dataclass(frozen=True)
+class Categorical(FieldType):
+    """One class index per row, an integer in ``0..num_classes-1`` (stored ``(N,)``, integer dtype).
+
+    Invariant (a label does not rotate) but not a real-valued feature: ``dim`` is 1 (one
+    column), and :meth:`FieldTable.need_scalar` refuses it; an ``embedding`` block maps it to
+    ``Scalar(out_dim)`` channels."""
+
+    num_classes: int
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    @property
+    def invariant(self) -> bool:
+        return True
+
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    def __str__(self) -> str:
+        return f"categorical({self.num_classes})"
+
+
+@dataclass(frozen=True)
+class Trajectory(FieldType):
+    """``frames`` consecutive ``dim``-vectors per row, oldest first (stored ``(N, frames, dim)``).
+
+    A particle's position history as a simulator's input. The coordinates are channels in the
+    data's own frame (walls of a box fix the axes): rotations leave the field as it is."""
+
+    frames: int
+    size: int
+
+    @property
+    def dim(self) -> int:
+        return self.frames * self.size
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.frames, self.size)
+
+    def __str__(self) -> str:
+        return f"trajectory({self.frames}, {self.size})"
+
+
+_CALL_RE = re.compile(r"^(categorical|trajectory)\s*\(\s*([^()]*?)\s*\)$")
+
+
+def _parse_call(text: str) -> FieldType | None:
+    """``categorical(9)`` / ``trajectory(6, 2)``, or None when ``text`` is neither."""
+    m = _CALL_RE.match(text)
+    if not m:
+        return None
+    kind, args = m.group(1), [a.strip() for a in m.group(2).split(",")] if m.group(2) else []
+    want = 1 if kind == "categorical" else 2
+    example = "categorical(9)" if kind == "categorical" else "trajectory(6, 2)"
+    if len(args) != want or not all(a.isdigit() and int(a) > 0 for a in args):
+        raise ValueError(f"`{text}` needs {want} positive integer{'s' if want > 1 else ''}, e.g. `{example}`")
+    nums = [int(a) for a in args]
+    return Categorical(nums[0]) if kind == "categorical" else Trajectory(nums[0], nums[1])
+
+
 def parse_type(value) -> FieldType:
-    """Parse a type as written in a spec: ``64``, ``"1o"``, ``"16x0e + 4x1o"``, ``"frame"``."""
+    """Parse a type as written in a spec: ``64``, ``"1o"``, ``"16x0e + 4x1o"``, ``"frame"``,
+    ``"categorical(9)"``, ``"trajectory(6, 2)"``."""
     if isinstance(value, FieldType):
         return value
     if isinstance(value, bool):
@@ -137,15 +245,24 @@ def parse_type(value) -> FieldType:
     if isinstance(value, str):
         text = value.strip()
         if text == "frame":
-            return Frame()
+            return FRAME
+        m = _STACKED_RE.match(text)
+        if m:
+            count = int(m.group(2))
+            if count <= 0:
+                raise ValueError(f"a stacked type needs a positive count, found `{text}`")
+            return Stacked(parse_type(m.group(1).strip()), count)
         if text.isdigit():
             return parse_type(int(text))
         if text in ("vector", "position", "pos"):
             return VECTOR
+        call = _parse_call(text)
+        if call is not None:
+            return call
         return Irreps.parse(text)
     raise ValueError(
         f"expected a field type (a positive dim like 64, irreps like `1o` or `8x0e + 4x1o`, "
-        f"or `frame`), found {type(value).__name__} `{value}`"
+        f"`frame`, `categorical(9)` or `trajectory(6, 2)`), found {type(value).__name__} `{value}`"
     )
 
 
@@ -179,10 +296,39 @@ class FieldTable(dict):
             return t.size
         if isinstance(t, Irreps) and t.invariant:
             return t.dim
+        if isinstance(t, Categorical):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}reads real-valued channels, but `{key}` holds class indices "
+                f"({t}); map it to channels first with `{{type: embedding, input: {key}, out_dim: 16}}`"
+            )
+        if isinstance(t, Trajectory):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}reads channels, but `{key}` is a sequence of {t.frames} frames "
+                f"({t}); turn it into features first (e.g. `{{type: history_velocities, input: {key}}}`)"
+            )
+        if isinstance(t, Frame):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}is not frame-equivariant and cannot read field `{key}` of type "
+                f"frame (a rigid frame rotates and translates with the structure); read frames with a "
+                f"frame-equivariant block (ipa, backbone_update) or feed this block an invariant field"
+            )
+        if isinstance(t, Stacked):
+            raise InferenceError(
+                f"{block + ' ' if block else ''}reads one value per row, but `{key}` is {t}, one value per "
+                f"iteration of a traced layer; it is meant for losses and outputs"
+            )
+        name = key.split(".", 1)[-1]
+        if isinstance(t, Irreps) and any(l == 0 and p == 1 for _m, l, p in t.terms):
+            way = f"its `0e` part (`{{type: irreps_select, input: {key}, select: 0e, output: ...}}`)"
+        elif isinstance(t, Irreps) and all(l == 1 and p == -1 for _m, l, p in t.terms):
+            space = key.split(".", 1)[0]
+            way = (f"its length (`{{type: vector_norm, input: {key}, output: {space}.{name}_norm}}`) or its dot "
+                   f"product with another vector field (`{{type: vector_dot, inputs: [{key}, ...], output: ...}}`)")
+        else:
+            way = "an invariant made from it (irreps_select of its `0e` part, or a tensor product to `0e`)"
         raise InferenceError(
             f"{block + ' ' if block else ''}is not equivariant and cannot read field `{key}` of "
-            f"type {t} (it would break rotation symmetry); feed it an invariant field, e.g. a norm "
-            f"or the `0e` part of `{key}`"
+            f"type {t} (it would break rotation symmetry); feed it {way}"
         )
 
     def need_vector(self, key: str, block: str = "") -> None:

@@ -8,23 +8,39 @@ a :class:`SpecError` at the layer's ``file:line:col``. ``build`` instantiates th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from graphdl.data.graph import Graph
-from graphdl.errors import DataError, InferenceError, KernelUnavailableError, SpecError
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.nn.base import Block, BlockParams, BuildContext, Signature, block_type
 from graphdl.spec.loader import format_path
 from graphdl.spec.model import ForcesSpec, LayerEntry, Spec, parse_spec, validate_model
-from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
+from graphdl.types import (
+    VECTOR,
+    Categorical,
+    FieldTable,
+    FieldType,
+    Frame,
+    Irreps,
+    Scalar,
+    Stacked,
+    split_key,
+)
 
 
 @dataclass
 class PlanStep:
-    """One block application in the stack (``repeat: N`` gives N steps)."""
+    """One block application in the stack (``repeat: N`` gives N steps; a ``sequence`` its layers' steps).
+
+    ``groups`` holds ``(entry, repeat index)`` of each enclosing ``sequence``, outermost
+    first; ``after`` lists ``(field, trace field, last)`` to record once this step ran: the
+    value of ``field`` is appended to the trace, which is stacked along dim 1 after the
+    ``last`` repeat.
+    """
 
     entry: LayerEntry
     repeat_index: int
@@ -33,10 +49,16 @@ class PlanStep:
     sig: Signature
     fields_after: FieldTable
     shares: int | None  # index of the step whose module this one reuses
+    groups: tuple = ()
+    after: list = field(default_factory=list)
 
     @property
     def where(self) -> str:
         p = format_path(self.entry.path)
+        for ge, r in self.groups:  # `model.layers[1]#3.layers[2]`: repeat 3 of the sequence at layers[1]
+            if ge.repeat > 1:
+                gp = format_path(ge.path)
+                p = gp + f"#{r}" + p[len(gp):]
         return p + (f"#{self.repeat_index}" if self.entry.repeat > 1 else "")
 
     @property
@@ -87,43 +109,7 @@ def plan_spec(spec: Spec | Any) -> Plan:
     if not spec.layers:
         raise doc.error(("model", "layers"), "`model.layers` is empty; add at least one block")
     for entry in spec.layers:
-        tpath = entry.path + ("type",)
-        cls = block_type(entry.raw["type"], mark=doc.mark(tpath), path=format_path(tpath))
-        params = validate_model(cls.Params, entry.raw, doc, entry.path, f"block `{cls.name}`")
-        assert isinstance(params, BlockParams)
-        first = len(steps)
-        for r in range(entry.repeat):
-            try:
-                sig = cls.infer(params, fields, ctx)
-            except (InferenceError, KernelUnavailableError) as e:
-                where = entry.path
-                msg = str(e)
-                if not msg.startswith(cls.name):
-                    msg = f"{cls.name}: {msg}"
-                if entry.repeat > 1:
-                    msg = f"(repeat {r}) {msg}"
-                raise SpecError(msg,
-                                mark=doc.mark(where), path=format_path(where)) from None
-            if entry.share_weights and r > 0:
-                prev = steps[first].sig
-                if dict(prev.reads) != dict(sig.reads) or dict(prev.writes) != dict(sig.writes):
-                    raise doc.error(entry.path + ("share_weights",),
-                                    f"cannot share weights across repeats: repeat {r} sees "
-                                    f"{_sig_str(sig)} but repeat 0 saw {_sig_str(prev)}; make the block "
-                                    f"map its fields to the same types, or drop `share_weights`")
-            after = fields.copy()
-            for k, t in sig.writes.items():
-                if entry.residual:
-                    if k not in fields or fields[k] != t:
-                        before = fields.get(k)
-                        raise doc.error(entry.path + ("residual",),
-                                        f"`residual: true` adds the input of `{k}` to the block's output, but "
-                                        f"they differ ({before if before is not None else 'absent'} -> {t}); "
-                                        f"keep the width, or drop `residual`")
-                after[k] = t
-            steps.append(PlanStep(entry, r, cls, params, sig, after,
-                                  first if (entry.share_weights and r > 0) else None))
-            fields = after
+        fields = _plan_entry(entry, fields, steps, ctx, doc, ())
     if spec.outputs is not None:
         outputs = {}
         for j, k in enumerate(spec.outputs):
@@ -139,6 +125,131 @@ def plan_spec(spec: Spec | Any) -> Plan:
         forces = _plan_forces(spec, spec.forces, outputs, fields)
         outputs[forces.output] = VECTOR
     return Plan(spec, ctx, spec.inputs.copy(), steps, outputs, forces)
+
+
+def _frame_typed(t: FieldType) -> bool:
+    return isinstance(t, Frame) or (isinstance(t, Stacked) and isinstance(t.inner, Frame))
+
+
+def _plan_entry(entry: LayerEntry, fields: FieldTable, steps: list[PlanStep], ctx: BuildContext, doc,
+                groups: tuple) -> FieldTable:
+    """Append the steps of one layer entry (all its repeats; a sequence's layers in order) to ``steps``."""
+    first = len(steps)
+    per_repeat = 0
+    traced: dict[str, FieldType] = {}
+    cls = params = None
+    if not entry.is_sequence:
+        tpath = entry.path + ("type",)
+        cls = block_type(entry.raw["type"], mark=doc.mark(tpath), path=format_path(tpath))
+        params = validate_model(cls.Params, entry.raw, doc, entry.path, f"block `{cls.name}`")
+        assert isinstance(params, BlockParams)
+    for r in range(entry.repeat):
+        start = len(steps)
+        if entry.is_sequence:
+            for child in entry.children:
+                fields = _plan_entry(child, fields, steps, ctx, doc, groups + ((entry, r),))
+            if r == 0:
+                per_repeat = len(steps) - start
+            if entry.share_weights and r > 0:
+                for j in range(per_repeat):
+                    prev, cur = steps[first + j], steps[start + j]
+                    if dict(prev.sig.reads) != dict(cur.sig.reads) or dict(prev.sig.writes) != dict(cur.sig.writes):
+                        raise doc.error(entry.path + ("share_weights",),
+                                        f"cannot share weights across repeats: in repeat {r}, {cur.where} "
+                                        f"({cur.cls.name}) sees {_sig_str(cur.sig)} but in repeat 0 it saw "
+                                        f"{_sig_str(prev.sig)}; make the layers map their fields to the same "
+                                        f"types, or drop `share_weights`")
+                    cur.shares = first + j if prev.shares is None else prev.shares
+        else:
+            fields = _plan_block(entry, r, cls, params, fields, steps, ctx, doc, groups, first)
+        for k, name in entry.trace.items():
+            if k not in fields:
+                raise doc.error(entry.path + ("trace", k), f"`trace` records `{k}` after every repeat, but it is not a "
+                                                           f"field here; fields after this layer: "
+                                                           + ", ".join(f"`{f}`" for f in fields))
+            t = fields[k]
+            if k in traced and traced[k] != t:
+                raise doc.error(entry.path + ("trace", k), f"`trace` stacks `{k}`, but its type changes across "
+                                                           f"repeats ({traced[k]} then {t})")
+            traced[k] = t
+            steps[-1].after.append((k, name, r == entry.repeat - 1))
+    for k, name in entry.trace.items():
+        if name in fields:
+            raise doc.error(entry.path + ("trace", k), f"the trace of `{k}` is written to `{name}`, which is already a "
+                                                       f"field; name a new one (e.g. `{k}s`)")
+        fields = fields.copy()
+        fields[name] = Stacked(traced[k], entry.repeat)
+        steps[-1].fields_after = fields
+    return fields
+
+
+def _plan_block(entry: LayerEntry, r: int, cls, params, fields: FieldTable, steps: list[PlanStep], ctx, doc,
+                groups: tuple, first: int) -> FieldTable:
+    """Infer one application (repeat ``r``) of a block and append its step."""
+    reps = [(ge, gr) for ge, gr in groups if ge.repeat > 1] + ([(entry, r)] if entry.repeat > 1 else [])
+    try:
+        sig = cls.infer(params, fields, ctx)
+        frames = [k for k, t in list(sig.reads.items()) + list(sig.writes.items()) if _frame_typed(t)]
+        if frames and not getattr(cls, "frame_equivariant", False):
+            k = frames[0]
+            verb = "read" if k in sig.reads else "write"
+            raise InferenceError(f"{cls.name} is not frame-equivariant and cannot {verb} field `{k}` of type "
+                                 f"{(sig.reads.get(k) or sig.writes[k])} (a rigid frame rotates and translates with "
+                                 f"the structure); only frame-equivariant blocks (ipa, backbone_update, "
+                                 f"frame_stop_gradient, frames_from_backbone) take frames")
+    except (InferenceError, KernelUnavailableError) as e:
+        msg = str(e)
+        if not msg.startswith(cls.name):
+            msg = f"{cls.name}: {msg}"
+        if reps:
+            msg = "(" + ", ".join(f"repeat {x}" for _, x in reps) + f") {msg}"
+        raise SpecError(msg, mark=doc.mark(entry.path), path=format_path(entry.path)) from None
+    if entry.share_weights and r > 0:
+        prev = steps[first].sig
+        if dict(prev.reads) != dict(sig.reads) or dict(prev.writes) != dict(sig.writes):
+            raise doc.error(entry.path + ("share_weights",),
+                            f"cannot share weights across repeats: repeat {r} sees "
+                            f"{_sig_str(sig)} but repeat 0 saw {_sig_str(prev)}; make the block "
+                            f"map its fields to the same types, or drop `share_weights`")
+    after = fields.copy()
+    for k, t in sig.writes.items():
+        if entry.residual:
+            if k not in fields or fields[k] != t:
+                before = fields.get(k)
+                raise doc.error(entry.path + ("residual",),
+                                f"`residual: true` adds the input of `{k}` to the block's output, but "
+                                f"they differ ({before if before is not None else 'absent'} -> {t}); "
+                                f"keep the width, or drop `residual`")
+        after[k] = t
+    steps.append(PlanStep(entry, r, cls, params, sig, after,
+                          first if (entry.share_weights and r > 0) else None, groups))
+    return after
+
+
+def resolved_layers(plan: "Plan") -> list[dict]:
+    """``model.layers`` with every block's parameters spelled out (defaults included), groups kept."""
+    params = {}
+    for s in plan.steps:
+        params.setdefault(id(s.entry), s.params)
+
+    def one(e: LayerEntry) -> dict:
+        if e.is_sequence:
+            out: dict = {"type": "sequence", "layers": [one(c) for c in e.children]}
+        else:
+            out = params[id(e)].model_dump(mode="json")
+        if e.repeat != 1:
+            out["repeat"] = e.repeat
+        if e.share_weights:
+            out["share_weights"] = True
+        if e.residual:
+            out["residual"] = True
+        if e.label:
+            out["label"] = e.label
+        if e.trace:
+            out["trace"] = dict(e.trace)
+        return out
+
+    return [one(e) for e in plan.spec.layers]
 
 
 def _is_energy(key: str, t: FieldType) -> bool:
@@ -267,9 +378,16 @@ class GraphModel(nn.Module):
             self._order.append(len(modules) - 1)
         self.blocks = nn.ModuleList(modules)
         self._residual = [s.entry.residual for s in plan.steps]
+        self._after = [list(s.after) for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
         self._needs_max_graph_nodes = any(getattr(b, "needs_max_graph_nodes", False) for b in modules)
+        self.trace: list | None = None
+        """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
+        it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""
+        self.check_finite = False
+        """Debug mode (one host sync per block): raise :class:`NonFiniteError` naming the first
+        block whose output is NaN or inf. The runner turns it on only to search a failed step."""
 
     @property
     def spec(self) -> Spec:
@@ -283,19 +401,83 @@ class GraphModel(nn.Module):
     def output_fields(self) -> dict[str, FieldType]:
         return dict(self.plan.outputs)
 
+    def _float_dtype(self) -> torch.dtype | None:
+        """The floating dtype of the parameters (``None`` for a model without parameters)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
     def check_inputs(self, g: Graph) -> None:
-        """Shape checks of a batch against the declared inputs (no host sync)."""
+        """Shape and dtype checks of a batch against the declared inputs (no host sync).
+
+        Conversion (documented, the one graphdl makes): a 1-D field ``(N,)`` for an input
+        declared with one channel (``node.x: 1``; what ``from_networkx`` gives for a scalar
+        attribute) is read as ``(N, 1)`` by :meth:`forward`. Everything else must match.
+
+        Raises:
+            DataError: one line naming the field, what was found and what the spec expects:
+                a missing field, another trailing shape, integers or complex numbers where
+                features are real, or a floating dtype other than the model's (e.g. a float64
+                array into a float32 model).
+        """
         if g.num_nodes == 0:
             raise DataError("the batch has no nodes (an empty graph); drop empty graphs from the dataset")
+        dtype = self._float_dtype()
         for k, t in self._inputs.items():
             if k not in g.fields:
                 have = ", ".join(sorted(g.fields)) or "none"
                 raise DataError(f"the batch lacks input field `{k}` declared in the spec (batch fields: {have})")
-            shape = tuple(g.fields[k].shape[1:])
+            v = g.fields[k]
+            shape = tuple(v.shape[1:])
             want = t.shape()
             if shape != want and not (len(want) == 1 and shape == () and want == (1,)):
                 raise DataError(f"input field `{k}` has trailing shape {shape}, the spec declares {t} "
                                 f"(shape {want}); fix `inputs:` or the featurizer")
+            if isinstance(t, Categorical):
+                _check_categorical(k, t, v)
+                continue
+            if not v.is_floating_point():
+                raise DataError(f"input field `{k}` holds {str(v.dtype).removeprefix('torch.')} values, but `{k}: {t}` "
+                                f"is a real-valued feature; convert it with `.float()` (or declare it as the model's "
+                                f"dtype)")
+            if dtype is not None and v.dtype != dtype:
+                have, need = str(v.dtype).removeprefix("torch."), str(dtype).removeprefix("torch.")
+                raise DataError(f"input field `{k}` is {have} but the model's parameters are {need}; convert the "
+                                f"batch with `batch.to(torch.{need})`, or the model with `model.to(torch.{have})`")
+
+    def statistics_needed(self) -> dict[str, int]:
+        """Data statistics the blocks standardise with (name -> channels; see :mod:`graphdl.nn.base`)."""
+        out: dict[str, int] = {}
+        for b in self.blocks:
+            for k, n in b.statistics_needed().items():
+                if out.setdefault(k, n) != n:
+                    raise InferenceError(f"blocks disagree on the width of data statistic `{k}` ({out[k]} vs {n})")
+        return out
+
+    def set_statistics(self, stats: dict) -> None:
+        """Give every block the data statistics it needs: ``{name: (mean, std)}`` with tensors
+        (or sequences) of shape ``(channels,)``; they are copied into the blocks' buffers.
+
+        Raises:
+            DataError: a statistic a block needs is missing, has another width, or a std is
+                not positive and finite.
+        """
+        need = self.statistics_needed()
+        for name, width in need.items():
+            if name not in stats:
+                raise DataError(f"the model standardises with data statistic `{name}` ({width} channels) but none "
+                                f"was given (given: {', '.join(sorted(stats)) or 'none'})")
+            mean, std = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in stats[name])
+            if mean.numel() != width or std.numel() != width:
+                raise DataError(f"data statistic `{name}` needs {width} channels, found mean {mean.numel()} and "
+                                f"std {std.numel()}")
+            if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+                raise DataError(f"data statistic `{name}` must have a finite mean and a positive finite std, found "
+                                f"mean {mean.tolist()}, std {std.tolist()}")
+            for b in self.blocks:
+                if name in b.statistics_needed():
+                    b.set_statistics(name, mean, std)
 
     def prepare(self, g: Graph) -> Graph:
         """Make the spec's message-passing graph for ``g``.
@@ -339,18 +521,39 @@ class GraphModel(nn.Module):
         else:
             self.check_inputs(g)
             g = self.prepare(g)
-        f: dict[str, Tensor] = {k: g.fields[k] for k in self._inputs}
+        f: dict[str, Tensor] = {k: _as_declared(g.fields[k], t) for k, t in self._inputs.items()}
         if self.plan.forces is not None:
             return self._forward_forces(g, f)
         return self._stack(g, f)
 
     def _stack(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
+        stacks: dict[str, list[Tensor]] = {}  # `trace:` fields being gathered, one value per repeat
+        if self.check_finite:
+            self._raise_nonfinite("the input", f)
         for i, idx in enumerate(self._order):
             writes = self.blocks[idx](g, f)
             if self._residual[i]:
                 writes = {k: v + f[k] for k, v in writes.items()}
+            if self.check_finite:
+                s = self.plan.steps[i]
+                self._raise_nonfinite(f"{s.where} ({s.label})", writes)
+            if self.trace is not None:
+                self.trace.append((i, dict(writes)))
             f.update(writes)
+            for k, name, last in self._after[i]:
+                stacks.setdefault(name, []).append(f[k])
+                if last:
+                    f[name] = torch.stack(stacks.pop(name), 1)
         return {k: f[k] for k in self._outputs if k in f}
+
+    @staticmethod
+    def _raise_nonfinite(where: str, fields: dict[str, Tensor]) -> None:
+        for k, v in fields.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                what = "nan" if bool(torch.isnan(v).any()) else "inf"
+                if where == "the input":
+                    raise NonFiniteError(f"the batch's input field `{k}` holds {what}")
+                raise NonFiniteError(f"{where} wrote {what} into `{k}`")
 
     def _forward_forces(self, g: Graph, f: dict[str, Tensor]) -> dict[str, Tensor]:
         """Outputs plus ``F = −∂(Σ_graphs E)/∂x`` (graphs are independent, so row i of F is the
@@ -376,6 +579,8 @@ class GraphModel(nn.Module):
                 grad = torch.autograd.grad(energy, pos, grad_outputs=torch.ones_like(energy), create_graph=create,
                                            retain_graph=grad_on, allow_unused=True)[0]
             forces = -grad if grad is not None else torch.zeros_like(pos)
+            if self.check_finite:
+                self._raise_nonfinite("the autograd forces (−∂E/∂positions)", {fp.output: forces})
         out[fp.output] = forces
         if not grad_on:
             out = {k: v.detach() for k, v in out.items()}
@@ -401,14 +606,17 @@ class GraphModel(nn.Module):
             writes = ", ".join(f"{k}:{v}" for k, v in s.sig.writes.items())
             extra = getattr(block, "describe_extra", lambda: "")()
             note = "; ".join(x for x in (note, "residual" if s.entry.residual else "", extra) if x)
-            rows.append((str(i), s.where, s.label, f"{reads} -> {writes}", f"{n:,}", note))
+            block_name = s.cls.name + (f" ({s.entry.label})" if s.entry.label else "")
+            rows.append((str(i), s.where, block_name, f"{reads} -> {writes}", f"{n:,}", note))
         head = ("#", "layer", "block", "fields (reads -> writes)", "params", "notes")
         widths = [max(len(r[c]) for r in rows + [head]) for c in range(6)]
         def fmt(r):
             return "  ".join(x.ljust(w) if c != 4 else x.rjust(w) for c, (x, w) in enumerate(zip(r, widths))).rstrip()
         spec = plan.spec
         gs = spec.graph
-        graph = gs.kind + (f"(cutoff={gs.cutoff}, max_neighbors={gs.max_neighbors})" if gs.kind == "radius" else "") \
+        cap = (f"at most {gs.max_neighbors} nearest neighbours per node" if gs.max_neighbors is not None
+               else "no neighbour cap")
+        graph = gs.kind + (f"(cutoff={gs.cutoff}, {cap})" if gs.kind == "radius" else "") \
             + (f"(k={gs.k})" if gs.kind == "knn" else "") + (" + self-loops" if gs.self_loops else "")
         lines = [f"model `{spec.name or '?'}` from {spec.file}    graph: {graph}",
                  "inputs:  " + ", ".join(f"{k}: {v}" for k, v in plan.inputs.items()),
@@ -427,10 +635,45 @@ def build(plan: Plan) -> GraphModel:
     return GraphModel(plan)
 
 
-def compile_spec(source: Any, *, dtype: torch.dtype | None = None) -> GraphModel:
-    """Spec file path, mapping, :class:`Spec` or :class:`Plan` -> :class:`GraphModel`."""
+def _check_categorical(key: str, t: Categorical, v: Tensor) -> None:
+    """Integer class indices in ``0..num_classes-1`` (the range only on CPU, where it costs no sync)."""
+    if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+        raise DataError(f"input field `{key}` holds {str(v.dtype).removeprefix('torch.')} values, but `{key}: {t}` "
+                        f"is a class index per row; give integer labels (e.g. `.long()` of whole numbers)")
+    if v.device.type == "cpu" and v.numel():
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= t.num_classes:
+            bad = lo if lo < 0 else hi
+            raise DataError(f"input field `{key}` holds class {bad}, outside 0..{t.num_classes - 1} of `{key}: {t}`; "
+                            f"declare `categorical({max(hi + 1, t.num_classes)})` or fix the labels")
+
+
+def _as_declared(v: Tensor, t: FieldType) -> Tensor:
+    """``(N,)`` -> ``(N, 1)`` for a one-channel input (see :meth:`GraphModel.check_inputs`)."""
+    return v.unsqueeze(-1) if v.dim() == 1 and t.shape() == (1,) else v
+
+
+def compile_spec(source: Any, *, dtype: torch.dtype | None = None, trust: bool | None = None) -> GraphModel:
+    """Spec file path, mapping, :class:`Spec` or :class:`Plan` -> :class:`GraphModel`.
+
+    ``trust=True`` lets the spec's ``import:`` run the modules it names (untrusted by default:
+    such a spec raises :class:`SpecError`; see :mod:`graphdl.spec.loader`).
+    """
+    if trust is not None and not isinstance(source, (Plan, Spec)):
+        from graphdl.spec.loader import trusted_imports
+
+        with trusted_imports(trust):
+            return compile_spec(source, dtype=dtype)
     plan = source if isinstance(source, Plan) else plan_spec(source)
-    model = build(plan)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
+    if dtype is None or not dtype.is_floating_point:
+        model = build(plan)
+        return model if dtype is None else model.to(dtype)
+    # build under the target default dtype: constants computed at construction (e3nn's
+    # Clebsch-Gordan and normalisation factors) are then exact in it, not float32 values cast up
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype in (torch.float32, torch.float64) else previous)
+    try:
+        model = build(plan)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(dtype)

@@ -457,6 +457,10 @@ class MMFFConformers(DatasetType):
     Params = MMFFConformersParams
 
     @classmethod
+    def fields(cls, p) -> dict:
+        return dict(FIELDS)
+
+    @classmethod
     def load(cls, params: MMFFConformersParams, *, cache_dir=None, base_dir=None) -> Dataset:
         arrays, record = load_or_generate(params, cache_dir)
         arrays, n_strained = drop_strained_conformers(arrays, params.max_energy_above_min)

@@ -208,9 +208,20 @@ class Graph:
         return self.csr_t().degree()
 
     # ------------------------------------------------------------ conversions
-    def to(self, device) -> "Graph":
-        g = self._like(self.edge_index.to(device), {k: v.to(device) for k, v in self.fields.items()})
-        g.batch = self.batch.to(device)
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Graph":
+        """A copy on ``device`` and/or with floating fields in ``dtype`` (``g.to("cuda")``,
+        ``g.to(torch.float64)``, ``g.to("cuda", torch.float32)``); indices and integer or
+        boolean fields keep their dtype."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+
+        def move(v: Tensor) -> Tensor:
+            if dtype is not None and v.is_floating_point():
+                return v.to(device=device, dtype=dtype)
+            return v.to(device) if device is not None else v
+
+        g = self._like(move(self.edge_index), {k: move(v) for k, v in self.fields.items()})
+        g.batch = move(self.batch)
         return g
 
     def _like(self, edge_index: Tensor, fields: dict[str, Tensor]) -> "Graph":

@@ -15,7 +15,7 @@ import torch
 from graphdl.data.graph import Graph, collate
 from graphdl.errors import DataError
 
-__all__ = ["GraphLoader"]
+__all__ = ["GraphLoader", "StepLoader"]
 
 _MIX = 1_000_003  # (seed, epoch) -> one generator seed, distinct for distinct pairs of small ints
 
@@ -99,3 +99,39 @@ class GraphLoader:
             f"GraphLoader({len(self.graphs)} graphs, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"seed={self.seed}, drop_last={self.drop_last}, num_workers={self.num_workers})"
         )
+
+
+class StepLoader:
+    """A fixed number of batches per epoch drawn from a :class:`GraphLoader`'s endless sequence
+    of shuffled passes (``train.steps_per_epoch``): epoch ``e`` yields batches ``e·k .. e·k + k − 1``
+    of pass after pass, so a model that trains by steps (GNS: millions of steps over a few
+    thousand windows) is validated every ``k`` steps, and a resumed run continues the same
+    sequence (each pass's order depends only on the loader's seed and the pass number).
+    """
+
+    def __init__(self, loader: GraphLoader, steps: int):
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise DataError(f"steps per epoch must be a positive integer, found {steps!r}")
+        if len(loader) == 0:
+            raise DataError("the training set gives no batch (empty, or smaller than batch_size with drop_last)")
+        self.loader = loader
+        self.steps = steps
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Graph]:
+        per_pass = len(self.loader)
+        first = self.epoch * self.steps
+        self.epoch += 1
+        cache: dict[int, list[list[int]]] = {}
+        for b in range(first, first + self.steps):
+            p, i = divmod(b, per_pass)
+            if p not in cache:
+                cache.clear()
+                cache[p] = self.loader.batch_indices(p)
+            yield collate([self.loader.graphs[j] for j in cache[p][i]])

@@ -79,6 +79,23 @@ class MoleculeDataset(DatasetType):
         return {"node.h": Scalar(ATOM_DIM), "edge.e": Scalar(BOND_DIM)}
 
     @classmethod
+    def fields(cls, p) -> dict:
+        return {**cls.input_fields(p), p.target_field: Scalar(len(cls.target_names(p)))}
+
+    @classmethod
+    def field_docs(cls, p) -> dict[str, str]:
+        from graphdl.data.featurize import ATOM_FEATURE_SLICES, BOND_FEATURE_SLICES
+
+        def layout(slices) -> str:
+            return ", ".join(f"{name} [{s.start}:{s.stop}]" for name, s in slices.items())
+
+        names = cls.target_names(p)
+        return {"node.h": "RDKit atom features per heavy atom" + (" and H" if p.explicit_h else "") + ": "
+                          + layout(ATOM_FEATURE_SLICES) + " (one-hot blocks end in an 'other' slot; mass in daltons / 100)",
+                "edge.e": "RDKit bond features, both directions of every bond: " + layout(BOND_FEATURE_SLICES),
+                p.target_field: "targets: " + ", ".join(names)}
+
+    @classmethod
     def featurize(cls, p, smiles: str, row: int | None = None) -> Graph:
         """One SMILES -> a graph with the dataset's input fields (no targets)."""
         return smiles_to_graph(smiles, row=row, explicit_h=p.explicit_h)
@@ -96,7 +113,7 @@ class MoleculeDataset(DatasetType):
             graphs = [cls.featurize(p, s, row=r) for s, r in zip(smiles, rows)]
         for g, y in zip(graphs, targets):
             g.fields[p.target_field] = torch.tensor([y], dtype=torch.float32)
-        fields = {**cls.input_fields(p), p.target_field: Scalar(len(names))}
+        fields = cls.fields(p)
         meta = {"smiles": smiles, "rows": rows, "num_rows": num_rows, "target_names": {p.target_field: names}, **meta}
         return Dataset(graphs, fields, [p.target_field], None, meta)
 
@@ -202,11 +219,13 @@ class MoleculeTable(MoleculeDataset):
                         try:
                             _float(row[j])
                         except ValueError:
+                            # masking helps only where another target of the row is present
                             hint = (" (an empty cell is a missing label only with `missing_targets: mask`)"
-                                    if _is_missing(row[j]) else "")
+                                    if _is_missing(row[j]) and len(p.targets) > 1 else
+                                    " (a row without its label cannot be trained on)" if _is_missing(row[j]) else "")
                             bad.append(f"target `{t}` is `{row[j]}`, not a number{hint}")
                     if not bad and all(_is_missing(row[j]) for j in ti):
-                        bad.append("every target is missing")
+                        bad.append("every target is missing (a row needs at least one label)")
                     problem = "; ".join(bad) or None
             if problem is not None:
                 if p.on_invalid == "error":

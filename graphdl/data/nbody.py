@@ -470,6 +470,10 @@ class NBodyCharged(DatasetType):
     Params = NBodyChargedParams
 
     @classmethod
+    def fields(cls, p) -> dict:
+        return dict(FIELDS)
+
+    @classmethod
     def load(cls, params: NBodyChargedParams, *, cache_dir=None, base_dir=None) -> Dataset:
         arrays, record = load_or_generate(params, cache_dir)
         dtype = getattr(torch, params.dtype)

@@ -7,7 +7,8 @@ A dataset spec (``datasets/*.yaml``) looks like::
     ...                          # that type's parameters (validated by its pydantic model)
 
 A dataset type is a class with a pydantic ``Params`` model (``extra="forbid"``) and a
-``load(params, *, cache_dir, base_dir) -> Dataset`` classmethod. Register it with
+``load(params, *, cache_dir, base_dir) -> Dataset`` classmethod, and should say which fields
+it makes without loading (``fields(params)``, used by ``graphdl check``). Register it with
 ``@register_dataset("name")``.
 """
 
@@ -68,6 +69,18 @@ class DatasetType:
     @classmethod
     def load(cls, params: DatasetParams, *, cache_dir: str, base_dir: str) -> Dataset:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def fields(cls, params: DatasetParams) -> dict[str, FieldType] | None:
+        """The type of every field the dataset will carry, known from ``params`` alone (no data is
+        read), so that ``graphdl check`` can match a spec's ``inputs:`` and task against it.
+        ``None`` when the type cannot say without loading (then only ``graphdl run`` checks)."""
+        return None
+
+    @classmethod
+    def field_docs(cls, params: DatasetParams) -> dict[str, str]:
+        """What each field means (channels, units), for ``graphdl describe --dataset``."""
+        return {}
 
 
 DATASETS: dict[str, type[DatasetType]] = {}

@@ -10,8 +10,14 @@ A block is an ``nn.Module`` registered under the name a spec's ``type:`` uses. I
 * ``forward(g, f) -> dict``: ``g`` is the graph structure (a :class:`~graphdl.data.Graph`),
   ``f`` the current fields ``{"node.h": tensor, ...}``; it returns the fields it writes.
 
-Capabilities are class-level declarations (``equivariant``, ``needs_positions``,
-``uses_edge_features``), never discovered by reading argument names.
+Capabilities are class-level declarations (``equivariant``, ``frame_equivariant``,
+``needs_positions``, ``uses_edge_features``), never discovered by reading argument names.
+
+Data statistics: a block that standardises with statistics of the training data (the
+velocity mean and std of a learned simulator) names them in :meth:`Block.statistics_needed`
+and keeps them as buffers (so they travel with the weights in a checkpoint); whoever trains
+the model fills them through :meth:`graphdl.compile.GraphModel.set_statistics` (the task
+that owns the data, e.g. ``simulate``). They start as mean 0, std 1.
 
 Example::
 
@@ -80,6 +86,9 @@ class Block(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type[BlockParams]] = BlockParams
     equivariant: ClassVar[bool] = False
+    frame_equivariant: ClassVar[bool] = False
+    """May read or write ``frame`` fields (rotating and translating them with the structure);
+    the compiler refuses a ``frame`` field on any other block, as a plain MLP on a ``1o`` vector."""
     needs_positions: ClassVar[bool] = False
     uses_edge_features: ClassVar[bool] = False
     family: ClassVar[str] = "misc"
@@ -95,6 +104,14 @@ class Block(nn.Module):
         raise NotImplementedError
 
     def forward(self, g, f: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def statistics_needed(self) -> dict[str, int]:
+        """Data statistics this block standardises with: name -> channels (default: none)."""
+        return {}
+
+    def set_statistics(self, name: str, mean: Tensor, std: Tensor) -> None:  # pragma: no cover
+        """Store the statistic ``name`` (``mean``, ``std`` of shape ``(channels,)``)."""
         raise NotImplementedError
 
     @classmethod
@@ -126,6 +143,9 @@ def register_block(name: str) -> Callable[[type[Block]], type[Block]]:
     """Class decorator registering a block under ``name`` (the spec's ``type:``)."""
 
     def deco(cls: type[Block]) -> type[Block]:
+        if name == "sequence":
+            raise ValueError("block type `sequence` is reserved for groups of layers (`type: sequence` with "
+                             "`layers:`); register the block under another name")
         if name in BLOCKS and BLOCKS[name].__qualname__ != cls.__qualname__:
             raise ValueError(f"block type `{name}` is already registered by {BLOCKS[name].__module__}")
         from graphdl.spec.model import STEP_KEYS

@@ -11,12 +11,13 @@ from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt, field_validator
-from torch import Tensor, nn
+from torch import nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, activation
-from graphdl.types import FieldTable, Scalar, split_key
+from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, BatchNorm1d, activation, segment_mean_count
+from graphdl.ops.segment import segment_sum
+from graphdl.types import Scalar, split_key
 
 
 def _check_key(v: str) -> str:
@@ -25,6 +26,11 @@ def _check_key(v: str) -> str:
     except ValueError as e:
         raise ValueError(str(e)) from None
     return v
+
+
+def _check_keys(v: list[str]) -> list[str]:
+    """:func:`_check_key` for every item of a list of field keys (``inputs: [node.a, node.b]``)."""
+    return [_check_key(k) for k in v]
 
 
 class FieldParams(BlockParams):
@@ -128,6 +134,8 @@ class MLPBlock(Block):
         norm: Literal["batch", "layer"] | None = None
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         last_act: bool = False
+        out_norm: Literal["layer"] | None = None
+        """``layer``: a LayerNorm over the output, ``LN(MLP(x))`` (GNS encoders and processor)."""
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -136,7 +144,8 @@ class MLPBlock(Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        self.mlp = MLP([sig.info["in_dim"], *p.hidden, p.out_dim], p.act, p.norm, p.dropout, last_act=p.last_act)
+        self.mlp = MLP([sig.info["in_dim"], *p.hidden, p.out_dim], p.act, p.norm, p.dropout, last_act=p.last_act,
+                       out_norm=p.out_norm)
 
     def forward(self, g, f):
         return {self.p.out_key: self.mlp(f[self.p.input])}
@@ -144,7 +153,18 @@ class MLPBlock(Block):
 
 @register_block("batch_norm")
 class BatchNorm(Block):
-    """Batch normalisation over all rows of a field (nodes of every graph in the batch)."""
+    """Batch normalisation over all rows of a field (nodes of every graph in the batch; one
+    row per graph for a ``graph.*`` field), per channel (Ioffe & Szegedy 2015,
+    https://arxiv.org/abs/1502.03167; PyG ``BatchNorm``).
+
+    Training: ``y = γ (x − μ_B) / √(σ²_B + eps) + β`` with the batch's mean and biased
+    variance; the running statistics move by ``momentum`` (unbiased variance). A batch with
+    one row (or none) has no variance: it is normalised with the running statistics and
+    leaves them unchanged, as PyG's ``BatchNorm(allow_single_element=True)``
+    (:class:`graphdl.nn.mlp.BatchNorm1d`). Evaluation: the running statistics.
+
+    Shapes: ``(n, d) -> (n, d)``.
+    """
 
     family = "norm"
 
@@ -159,7 +179,7 @@ class BatchNorm(Block):
 
     def __init__(self, p, sig, ctx=None):
         super().__init__(p, sig, ctx)
-        self.norm = nn.BatchNorm1d(sig.info["dim"], eps=p.eps, momentum=p.momentum)
+        self.norm = BatchNorm1d(sig.info["dim"], eps=p.eps, momentum=p.momentum)
 
     def forward(self, g, f):
         return {self.p.out_key: self.norm(f[self.p.input])}
@@ -189,7 +209,14 @@ class LayerNorm(Block):
 
 @register_block("graph_norm")
 class GraphNorm(Block):
-    """GraphNorm (Cai et al. 2021): ``γ (h − α μ_G) / σ_G + β`` with per-graph statistics.
+    """GraphNorm (Cai et al. 2021, https://arxiv.org/abs/2009.03294; PyG ``GraphNorm``):
+    ``γ (h − α μ_G) / √(σ²_G + eps) + β`` with per-graph statistics over the graph's nodes,
+    ``μ_G`` the mean and ``σ²_G = mean_G (h − α μ_G)²`` (biased: divided by the node count
+    ``N_G``, never ``N_G − 1``), in training and evaluation alike (no running statistics).
+
+    Every legal graph is defined: a one-node graph gives ``σ²_G = ((1 − α) h)²``, so the output
+    is finite (``β`` when ``α = 1``); a graph without nodes contributes no rows. Matches PyG's
+    ``GraphNorm`` with copied weights (``tests/nn/test_degenerate_batches.py``).
 
     Shapes: node field ``(N, d) -> (N, d)``.
     """
@@ -214,11 +241,8 @@ class GraphNorm(Block):
         self.alpha = nn.Parameter(torch.ones(d))
 
     def forward(self, g, f):
-        from graphdl.nn.mlp import segment_mean_std
-        from graphdl.ops.segment import segment_sum
-
         x = f[self.p.input]
-        mean, count = segment_mean_std(x, g.batch, g.num_graphs)
+        mean, count = segment_mean_count(x, g.batch, g.num_graphs)
         out = x - self.alpha * mean[g.batch]
         var = segment_sum(out * out, g.batch, g.num_graphs) / count
         out = out / (var + self.p.eps).sqrt()[g.batch]
@@ -227,7 +251,13 @@ class GraphNorm(Block):
 
 @register_block("concat")
 class Concat(Block):
-    """Concatenate invariant fields of one space along channels: ``output = [a | b | ...]``."""
+    """Concatenate invariant fields along channels: ``output = [a | b | ...]``.
+
+    The inputs live in the output's space, except that a ``graph.*`` field may join a
+    ``node.*`` output: it is repeated on every node of its graph (Battaglia et al.'s
+    broadcast of globals to nodes; GNS appends its ``step_context`` to each particle so).
+    Shapes: ``(n, d_1), (n, d_2), ... -> (n, Σ d_k)``; a broadcast graph field ``(B, d)``
+    counts as ``(N, d)``."""
 
     family = "basic"
 
@@ -236,16 +266,24 @@ class Concat(Block):
         output: str
 
         _v = field_validator("output")(_check_key)
+        _v_in = field_validator("inputs")(_check_keys)
 
     @classmethod
     def infer(cls, p, fields, ctx):
         space = split_key(p.output)[0]
         total = 0
+        broadcast = []
         for k in p.inputs:
-            if split_key(k)[0] != space:
-                raise InferenceError(f"concat writes the {space} field `{p.output}` but `{k}` is not a {space} field")
+            ks = split_key(k)[0]
+            if ks != space:
+                if not (space == "node" and ks == "graph"):
+                    raise InferenceError(f"concat writes the {space} field `{p.output}` but `{k}` is not a {space} "
+                                         f"field" + (" (a graph field joins node fields only)" if ks == "graph" else ""))
+                broadcast.append(k)
             total += fields.need_scalar(k, cls.name)
-        return Signature({k: fields[k] for k in p.inputs}, {p.output: Scalar(total)})
+        return Signature({k: fields[k] for k in p.inputs}, {p.output: Scalar(total)}, {"broadcast": broadcast})
 
     def forward(self, g, f):
-        return {self.p.output: torch.cat([f[k] for k in self.p.inputs], -1)}
+        bc = self.sig.info.get("broadcast", ())
+        return {self.p.output: torch.cat([f[k].index_select(0, g.batch) if k in bc else f[k]
+                                          for k in self.p.inputs], -1)}

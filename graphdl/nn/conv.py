@@ -38,7 +38,7 @@ from torch.autograd import Function
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, Signature, register_block
 from graphdl.nn.basic import FieldParams, _check_key
-from graphdl.nn.mlp import MLP, ActName, activation
+from graphdl.nn.mlp import MLP, ActName, BatchNorm1d, activation
 from graphdl.ops import CSR, segment_max, segment_sum, spmm
 from graphdl.types import FieldTable, Scalar, split_key
 
@@ -537,7 +537,8 @@ class GIN(_GINBase):
 
     ``hidden`` widths of the MLP (default ``[out_dim]``: two linear layers, as in the paper),
     ``act``, ``norm`` after each hidden layer (``batch``, default as in the paper, ``layer`` or
-    null), ``last_act`` (apply norm + act after the last layer too), ``eps`` and
+    null; a one-row batch norms with the running statistics, see
+    :class:`graphdl.nn.mlp.BatchNorm1d`), ``last_act`` (apply norm + act after the last layer too), ``eps`` and
     ``train_eps`` (learn ε). Sum aggregation with an injective MLP makes GIN as strong as 1-WL.
 
     Lowering: with a fixed ε, one CSR product over ``A + (1 + ε) I`` (cached on the batch);
@@ -646,7 +647,9 @@ class GatedGCN(Block):
     ``ê_ji = A h_i + B h_j + C e_ji``,  ``η_ji = σ(ê_ji)``,
     ``h_i' = U h_i + Σ_j η_ji ⊙ V h_j / (Σ_j η_ji + ε)``,  ``e_ji' = ê_ji``;
     then (each optional, in this order, to both ``h'`` and ``e'``) batch norm, ``act``,
-    the block's skip connection ``h + h'`` (``skip``), dropout.
+    the block's skip connection ``h + h'`` (``skip``), dropout. A batch of one node (a
+    methane) or one edge is normalised with the running statistics and leaves them unchanged
+    (:class:`graphdl.nn.mlp.BatchNorm1d`, PyG's ``allow_single_element``).
 
     Options: ``edge_gates`` (use ``C e_ji``; needs ``edge_input``), ``normalize_gates``
     (divide by ``Σ η + eps``), ``update_edges`` (write ``e'`` to ``edge_output``, default the
@@ -733,8 +736,9 @@ class GatedGCN(Block):
         self.C = nn.Linear(de, m, bias=p.bias) if p.edge_gates else None
         self.U = nn.Linear(d, m, bias=False) if p.root_weight else None
         self.bias = nn.Parameter(torch.zeros(m)) if p.bias else None
-        self.bn_h = nn.BatchNorm1d(m) if p.batch_norm else None
-        self.bn_e = nn.BatchNorm1d(m) if p.batch_norm and p.update_edges else None
+        # graphdl's BatchNorm1d: a batch of one node (a methane) or one edge uses the running statistics
+        self.bn_h = BatchNorm1d(m) if p.batch_norm else None
+        self.bn_e = BatchNorm1d(m) if p.batch_norm and p.update_edges else None
         self.act = activation(p.act)
         self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else None
 
@@ -767,7 +771,7 @@ class GatedGCN(Block):
         return out
 
     def _post(self, y: Tensor, bn: nn.Module | None, skip: Tensor | None) -> Tensor:
-        if bn is not None and y.size(0) > 0:  # no edges: nothing to normalise (BN would raise)
+        if bn is not None:
             y = bn(y)
         y = self.act(y)
         if self.p.skip:

@@ -16,13 +16,14 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator
 from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.basic import _check_key, _check_keys
 from graphdl.nn.mlp import MLP, ActName, activation
+from graphdl.ops.geometry import SAFE_NORM_EPS, safe_norm, safe_sqrt, smooth_sinc
 from graphdl.ops.segment import segment_sum
 from graphdl.types import VECTOR, Scalar, split_key
 
@@ -40,7 +41,12 @@ def _space(key: str, space: str, what: str) -> None:
 
 
 def _rel(g, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """``r_ij = x_dst − x_src`` ``(E, 3)`` and ``‖r_ij‖²`` ``(E, 1)``."""
+    """``r_ij = x_dst − x_src`` ``(E, 3)`` and ``‖r_ij‖²`` ``(E, 1)``.
+
+    The squared norm is a polynomial of the positions, smooth where points coincide; blocks
+    that need ``‖r_ij‖`` itself take :func:`~graphdl.ops.geometry.safe_sqrt` of it (never
+    ``sqrt``, whose gradient is NaN at 0).
+    """
     r = pos[g.dst] - pos[g.src]
     return r, (r * r).sum(-1, keepdim=True)
 
@@ -69,14 +75,39 @@ CoordAgg = Literal["mean", "sum"] | float
 class EGNN(Block):
     """E(n)-equivariant graph convolution (Satorras, Hoogeboom & Welling 2021, Eqs. 3-7).
 
-    ``m_ij = φ_e(h_i, h_j, ‖r_ij‖², a_ij)``, ``x_i' = x_i + C Σ_j r_ij φ_x(m_ij)``,
-    ``h_i' = h_i + φ_h(h_i, Σ_j m_ij)``; with ``vel``: ``x_i' = x_i + φ_v(h_i) v_i + C Σ_j r_ij φ_x(m_ij)``.
+    ``m_ij = φ_e(h_i, h_j, δ(‖r_ij‖²), a_ij)``, ``x_i' = x_i + C Σ_j n(r_ij) w(m_ij)``,
+    ``h_i' = h_i + φ_h(h_i, Σ_j m_ij)``; with ``vel``: ``x_i' = x_i + φ_v(h_i) v_i + C Σ_j n(r_ij) w(m_ij)``.
 
-    ``coords_agg``: ``C`` is ``1/deg(i)`` (``mean``; ``1/(M−1)`` on a complete graph), 1
-    (``sum``) or a number. ``normalize``: use ``r_ij / (‖r_ij‖ + eps)`` in the coordinate
-    update. ``attention``: ``m_ij ← sigmoid(w · m_ij) m_ij``. ``tanh``: ``φ_x`` ends in
-    ``coords_range · tanh``. ``skip`` adds ``h_i`` when the width is unchanged (the block's own
-    skip connection; the layer option ``residual:`` would add the input positions too).
+    The paper's layer is ``δ(s) = s``, ``n(r) = r``, ``w = φ_x``: set ``distance_feature:
+    squared``, ``normalize: false``, ``tanh: false`` (the N-body and MMFF specs do). The
+    defaults differ, so that an untrained stack stays finite and trainable on coordinates
+    from 1 to 1e3 (molecules in Å, particle systems in simulation units); with the paper's
+    layer an untrained 4-layer stack of width 32 on 10 random points reaches max |h| ≈ 3e2 at
+    coordinate scale 10, 1e16 at 100 and NaN at 1000, because ``‖r‖²`` (1e6 at scale 1e3)
+    enters φ_e unscaled and positions grow with every layer, feeding back into ``‖r‖²``:
+
+    * ``distance_feature: log1p`` (default): ``δ(s) = log(1 + s)``, ≈ ``s`` for short distances,
+      ``2 log ‖r‖`` for long ones (≈ 14 at 1e3 instead of 1e6); ``squared``: the paper's ``s``.
+    * ``normalize: true`` (default): ``n(r) = r / (‖r‖_ε + norm_constant)`` with ``norm_constant``
+      1 (the ``norm_diff`` / ``norm_constant: 1`` of the reference EGNN code and of EDM,
+      Hoogeboom et al. 2022), so ``‖n(r)‖ < 1`` at every scale; ``norm_constant: 0`` gives unit
+      vectors (``egnn_clean``'s ``normalize``); ``false``: ``n(r) = r``.
+    * ``tanh: true`` (default): ``w = coords_range · tanh(φ_x(m))`` (``coords_range`` 15, as
+      EDM), a bounded coordinate update (egnn-pytorch clamps its weights for the same reason);
+      ``false``: ``w = φ_x(m)``.
+
+    With both defaults and ``coords_agg: mean`` a layer moves a node by less than
+    ``coords_range`` (plus ``φ_v(h_i) v_i`` with ``vel``), whatever the scale of the input.
+
+    Every norm is the smooth ``‖r‖_ε = sqrt(‖r‖² + ε²)`` (:func:`~graphdl.ops.geometry.safe_norm`,
+    ``ε = eps``, 1e-8), so outputs, gradients and second derivatives (forces trained by double
+    backward) are finite where points coincide; away from zero it differs from ``‖r‖`` by at
+    most ``ε²/(2‖r‖)``.
+
+    Other options: ``coords_agg``: ``C`` is ``1/deg(i)`` (``mean``; ``1/(M−1)`` on a complete
+    graph), 1 (``sum``) or a number. ``attention``: ``m_ij ← sigmoid(w · m_ij) m_ij``. ``skip``
+    adds ``h_i`` when the width is unchanged (the block's own skip connection; the layer option
+    ``residual:`` would add the input positions too).
 
     Shapes: ``input (N, d)``, ``pos (N, 3)``, ``vel (N, 3)``, ``edge_input (E, d_e)`` →
     ``output (N, out_dim)``, ``pos_output (N, 3)``.
@@ -100,12 +131,14 @@ class EGNN(Block):
         aggr: Literal["sum", "mean"] = "sum"
         coords_agg: CoordAgg = "mean"
         update_pos: bool = True
-        normalize: bool = False
+        distance_feature: Literal["log1p", "squared"] = "log1p"
+        normalize: bool = True
+        norm_constant: NonNegativeFloat = 1.0
         attention: bool = False
-        tanh: bool = False
+        tanh: bool = True
         coords_range: PositiveFloat = 15.0
         skip: bool = True
-        eps: PositiveFloat = 1e-8
+        eps: PositiveFloat = SAFE_NORM_EPS
 
         _k = _keys("input", "output", "pos", "pos_output", "vel", "edge_input")
 
@@ -149,7 +182,7 @@ class EGNN(Block):
         p = self.p
         h, x = f[p.input], f[p.pos]
         r, d2 = _rel(g, x)
-        parts = [h[g.dst], h[g.src], d2]
+        parts = [h[g.dst], h[g.src], torch.log1p(d2) if p.distance_feature == "log1p" else d2]
         if p.edge_input is not None:
             parts.append(f[p.edge_input])
         m = self.phi_e(torch.cat(parts, -1))
@@ -161,7 +194,9 @@ class EGNN(Block):
         writes = {p.output or p.input: out}
         if p.update_pos:
             if p.normalize:
-                r = r / (d2.sqrt() + p.eps)
+                # smooth norm: r/(‖r‖+c) has a NaN gradient at r = 0 when c = 0 (0/0) and a
+                # NaN one through sqrt even when c > 0
+                r = r / (safe_sqrt(d2, p.eps) + p.norm_constant)
             w = self.phi_x(m)
             if p.tanh:
                 w = torch.tanh(w) * p.coords_range
@@ -178,6 +213,8 @@ class RadialField(Block):
     """Radial field (Köhler et al. 2020, as the EGNN paper's baseline).
 
     ``m_ij = φ_rf(‖r_ij‖, a_ij) r_ij``, ``x_i' = x_i + C Σ_j m_ij`` (``+ φ_v(‖v_i‖) v_i`` with ``vel``).
+    Both norms are the smooth ``sqrt(‖·‖² + ε²)`` (:func:`~graphdl.ops.geometry.safe_norm`, ε = 1e-8):
+    finite gradients and second derivatives at coincident points and zero velocities.
 
     Shapes: ``pos (N, 3)``, ``vel (N, 3)``, ``edge_input (E, d_e)`` → ``pos_output (N, 3)``.
     """
@@ -224,13 +261,13 @@ class RadialField(Block):
         p = self.p
         x = f[p.pos]
         r, d2 = _rel(g, x)
-        parts = [d2.sqrt()]
+        parts = [safe_sqrt(d2)]  # ‖r_ij‖, smooth at coincident points (sqrt's gradient is NaN at 0)
         if p.edge_input is not None:
             parts.append(f[p.edge_input])
         x_new = x + _agg(g, r * self.phi(torch.cat(parts, -1)), p.coords_agg)
         if p.vel is not None:
             v = f[p.vel]
-            x_new = x_new + self.phi_v(v.norm(dim=-1, keepdim=True)) * v
+            x_new = x_new + self.phi_v(safe_norm(v, keepdim=True)) * v
         return {p.pos_output or p.pos: x_new}
 
 
@@ -294,6 +331,7 @@ class RawCoordinates(Block):
         output: str = "node.h"
 
         _k = _keys("output")
+        _k_in = field_validator("inputs")(_check_keys)
 
     @classmethod
     def infer(cls, p, fields, ctx):
@@ -350,10 +388,14 @@ def gaussian_rbf(d: Tensor, num: int, cutoff: float, start: float = 0.0) -> Tens
 
 
 def bessel_rbf(d: Tensor, num: int, cutoff: float) -> Tensor:
-    """``sqrt(2/c) sin(kπ d / c) / d`` (DimeNet, Gasteiger et al. 2020), k = 1..num. (E,1)->(E,num)"""
+    """``sqrt(2/c) sin(kπ d / c) / d`` (DimeNet, Gasteiger et al. 2020), k = 1..num. (E,1)->(E,num)
+
+    Written as ``sqrt(2/c) (kπ/c) sinc(k d / c)`` with :func:`~graphdl.ops.geometry.smooth_sinc`:
+    its limit ``sqrt(2/c) kπ/c`` at ``d = 0`` with finite first and second derivatives there
+    (``sin(x)/x`` on a clamped ``d`` had a kink and lost its derivatives to cancellation).
+    """
     k = torch.arange(1, num + 1, dtype=d.dtype, device=d.device)
-    dd = d.clamp_min(1e-9)
-    return math.sqrt(2.0 / cutoff) * torch.sin(k * math.pi * dd / cutoff) / dd
+    return math.sqrt(2.0 / cutoff) * (k * math.pi / cutoff) * smooth_sinc(k * d / cutoff)
 
 
 def cosine_cutoff(d: Tensor, cutoff: float) -> Tensor:
@@ -373,7 +415,10 @@ class EdgeGeometry(Block):
     """Edge fields from positions: ``r_ij = x_i − x_j`` (1o), ``‖r_ij‖`` (1) and a radial basis
     ``φ_k(‖r_ij‖) · u(‖r_ij‖)`` (``num_basis``; Gaussian or Bessel, times a smooth cutoff ``u``).
 
-    Set any of ``vector``, ``distance``, ``rbf`` to null to skip it.
+    Set any of ``vector``, ``distance``, ``rbf`` to null to skip it. ``‖r_ij‖`` is the smooth
+    ``sqrt(‖r_ij‖² + ε²)`` (:func:`~graphdl.ops.geometry.safe_norm`, ε = 1e-8; within
+    ``ε²/(2‖r‖)`` of the norm, ``ε`` at coincident points), so the outputs and their first and
+    second derivatives are finite where points coincide.
 
     Shapes: ``pos (N, 3)`` → ``vector (E, 3)``, ``distance (E, 1)``, ``rbf (E, num_basis)``.
     """
@@ -409,7 +454,7 @@ class EdgeGeometry(Block):
     def forward(self, g, f):
         p = self.p
         r, d2 = _rel(g, f[p.pos])
-        d = d2.clamp_min(1e-30).sqrt()
+        d = safe_sqrt(d2)
         out = {}
         if p.vector is not None:
             out[p.vector] = r
@@ -444,6 +489,7 @@ class SchNet(Block):
 
     ``W_ij = Dense(ssp(Dense(rbf(‖r_ij‖)))) · u(‖r_ij‖)``, ``m_i = Σ_j (W_in h_j) ⊙ W_ij``,
     ``h_i' = h_i + Dense(ssp(Dense(m_i)))``; rbf Gaussian (``num_rbf`` on ``[0, cutoff]``), u cosine.
+    ``‖r_ij‖`` is the smooth norm of :class:`EdgeGeometry` (finite derivatives at coincident points).
 
     Shapes: ``input (N, d)``, ``pos (N, 3)`` → ``output (N, d)``.
     """
@@ -479,7 +525,7 @@ class SchNet(Block):
         p = self.p
         h = f[p.input]
         _, d2 = _rel(g, f[p.pos])
-        d = d2.clamp_min(1e-30).sqrt()
+        d = safe_sqrt(d2)
         w = self.filter(gaussian_rbf(d, p.num_rbf, p.cutoff)) * cosine_cutoff(d, p.cutoff)
         m = _agg(g, self.lin_in(h)[g.src] * w, "sum")
         return {p.output or p.input: h + self.lin_out(m)}

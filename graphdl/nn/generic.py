@@ -187,13 +187,15 @@ Update = Annotated[
 
 
 class SlotMLP(_Op):
-    """An MLP: ``hidden`` widths, then ``out_dim``; ``act`` between layers, optional ``norm``."""
+    """An MLP: ``hidden`` widths, then ``out_dim``; ``act`` between layers, optional ``norm``
+    between them, optional ``out_norm: layer`` (a LayerNorm over the output, as GNS's MLPs)."""
 
     hidden: list[PositiveInt] = Field(default_factory=list)
     out_dim: PositiveInt
     act: ActName = "relu"
     norm: Literal["batch", "layer"] | None = None
     last_act: bool = False
+    out_norm: Literal["layer"] | None = None
 
 
 SumUpdate.model_rebuild()
@@ -405,7 +407,8 @@ class MessagePassing(Block):
                 self.register_buffer("eps", eps)
             if upd.mlp is not None:
                 s = upd.mlp
-                self.upd_mlp = MLP([d, *s.hidden, s.out_dim], s.act, s.norm, last_act=s.last_act)
+                self.upd_mlp = MLP([d, *s.hidden, s.out_dim], s.act, s.norm, last_act=s.last_act,
+                                   out_norm=s.out_norm)
         elif isinstance(upd, LinearUpdate):
             self.upd_lin = nn.Linear(sum({"self": d, "agg": m}[k] for k in upd.inputs), out, bias=upd.bias)
         elif isinstance(upd, MLPUpdate):
@@ -636,7 +639,8 @@ class GraphNetwork(Block):
         i = sig.info
 
         def mlp(slot, dims):
-            return MLP([sum(dims), *slot.hidden, slot.out_dim], slot.act, slot.norm, last_act=slot.last_act)
+            return MLP([sum(dims), *slot.hidden, slot.out_dim], slot.act, slot.norm, last_act=slot.last_act,
+                       out_norm=slot.out_norm)
 
         self.edge_mlp = mlp(p.edge_model, i["edge"]) if p.edge_model is not None else None
         self.node_mlp = mlp(p.node_model, i["node"]) if p.node_model is not None else None

@@ -1,11 +1,16 @@
-"""Shared building pieces for blocks: activations by name and the MLP every family uses."""
+"""Shared building pieces for blocks: activations by name, the MLP every family uses, and the
+batch norm every block uses (:class:`BatchNorm1d`, which takes a batch of one row)."""
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from graphdl.ops.segment import segment_sum
 
 ActName = Literal["relu", "elu", "gelu", "silu", "swish", "leaky_relu", "tanh", "sigmoid", "softplus", "identity"]
 ACTIVATIONS = {
@@ -26,6 +31,38 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """``torch.nn.BatchNorm1d`` that also trains on a batch with one row (or none).
+
+    A batch's variance is undefined for one value per channel, and torch raises
+    ``ValueError: Expected more than 1 value per channel when training``. A batch of one row
+    is legal, though: the last batch of an epoch (513 graphs in batches of 64 leave one
+    graph; with a ``graph.*`` field or a one-atom molecule such as methane that is one row),
+    or ``batch_size: 1``. As PyTorch Geometric's ``BatchNorm(allow_single_element=True)``
+    (``torch_geometric.nn.norm.BatchNorm``), such a batch is normalised as in evaluation:
+
+        ``y = γ (x − running_mean) / √(running_var + eps) + β``,
+
+    and the running statistics (and ``num_batches_tracked``) are left as they are, since an
+    unbiased variance of one value (the running-variance update divides by ``N − 1``) does not
+    exist. Gradients reach ``x``, ``γ`` and ``β`` as in evaluation mode. Batches of two or more
+    values per channel, and evaluation mode, are exactly torch's. DGL's layers use torch's
+    ``BatchNorm1d`` and raise; graphdl never crashes a run on a legal batch.
+
+    The parameters and buffers are torch's, under torch's names, so state dicts and
+    checkpoints written with ``nn.BatchNorm1d`` load unchanged.
+
+    Shapes: ``(N, C)`` or ``(N, C, L)``, unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        # values per channel = N (· L); a shape test (no host sync)
+        if self.training and self.track_running_stats and x.numel() <= x.size(1):
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class MLP(nn.Sequential):
     """``Linear -> [norm] -> act -> [dropout]`` repeated; the last layer is plain linear
     unless ``last_act`` is set.
@@ -33,27 +70,35 @@ class MLP(nn.Sequential):
     Args:
         dims: ``[in, hidden..., out]``.
         act: activation name between layers.
-        norm: ``None``, ``"batch"`` or ``"layer"`` after each hidden linear layer.
+        norm: ``None``, ``"batch"`` (:class:`BatchNorm1d`: a one-row batch uses the running
+            statistics) or ``"layer"`` after each hidden linear layer.
         dropout: dropout after each hidden activation.
         last_act: apply ``act`` (and norm) after the last layer too.
+        out_norm: ``"layer"`` appends a LayerNorm over the output (after ``last_act`` if set):
+            ``LN(MLP(x))``, the MLP of the GNS encoder and processor (Sanchez-Gonzalez et al.
+            2020), where ``norm`` sits between hidden layers instead.
 
     Shapes: ``(*, dims[0]) -> (*, dims[-1])``.
     """
 
     def __init__(self, dims: Sequence[int], act: str = "relu", norm: str | None = None,
-                 dropout: float = 0.0, bias: bool = True, last_act: bool = False):
+                 dropout: float = 0.0, bias: bool = True, last_act: bool = False, out_norm: str | None = None):
         layers: list[nn.Module] = []
         n = len(dims) - 1
         for i in range(n):
             layers.append(nn.Linear(dims[i], dims[i + 1], bias=bias))
             if i < n - 1 or last_act:
                 if norm == "batch":
-                    layers.append(nn.BatchNorm1d(dims[i + 1]))
+                    layers.append(BatchNorm1d(dims[i + 1]))
                 elif norm == "layer":
                     layers.append(nn.LayerNorm(dims[i + 1]))
                 layers.append(activation(act))
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))
+        if out_norm == "layer":
+            layers.append(nn.LayerNorm(dims[-1]))
+        elif out_norm is not None:
+            raise ValueError(f"out_norm must be None or 'layer', found {out_norm!r}")
         super().__init__(*layers)
         self.dims = list(dims)
 
@@ -64,10 +109,12 @@ class MLP(nn.Sequential):
         return super().forward(x)
 
 
-def segment_mean_std(x: Tensor, index: Tensor, num_segments: int, eps: float = 1e-5):
-    """Per-segment mean and variance of rows (used by graph norm)."""
-    from graphdl.ops.segment import segment_sum
+def segment_mean_count(x: Tensor, index: Tensor, num_segments: int) -> tuple[Tensor, Tensor]:
+    """Per-segment mean of rows and row count (used by graph norm).
 
+    Shapes: ``x (N, d)``, ``index (N,)`` → ``mean (S, d)``, ``count (S, 1)``; an empty segment
+    has mean 0 and count 1 (clamped, so that dividing by it never yields NaN).
+    """
     ones = torch.ones(x.size(0), 1, dtype=x.dtype, device=x.device)
     count = segment_sum(ones, index, num_segments).clamp_min(1)
     mean = segment_sum(x, index, num_segments) / count

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.basic import _check_key, _check_keys
 from graphdl.nn.cueq import BACKENDS, BackendChoice, CueqLinear, CueqTensorProduct, choose_backend
 from graphdl.nn.mlp import MLP, ActName
+from graphdl.ops.geometry import safe_norm, safe_unit, smooth_sinc
 from graphdl.ops.segment import segment_softmax, segment_sum
 from graphdl.types import VECTOR, FieldTable, FieldType, Irreps, Scalar, split_key
 
@@ -151,7 +152,8 @@ class RadialBasis(nn.Module):
     """``num`` radial functions of a distance ``r`` on ``[0, r_max]``.
 
     ``gaussian``: ``exp(−((r − μ_k)/σ)²)`` with centres ``μ_k`` evenly spaced, ``σ`` their gap;
-    ``bessel``: ``sqrt(2/c) sin(kπ r / c) / r`` (DimeNet), finite at ``r = 0``.
+    ``bessel``: ``sqrt(2/c) sin(kπ r / c) / r`` (DimeNet), with finite value and first and
+    second derivatives at ``r = 0`` (:func:`~graphdl.ops.geometry.smooth_sinc`).
 
     Shapes: ``(E,) -> (E, num)``.
     """
@@ -169,12 +171,19 @@ class RadialBasis(nn.Module):
             return torch.exp(-((r - self.centres.to(r.dtype)) / sigma) ** 2)
         c = self.r_max
         k = self.k.to(r.dtype)
-        # sin(kπr/c)/r = (kπ/c) sinc(k r / c), with torch.sinc(x) = sin(πx)/(πx): no 0/0 at r = 0.
-        return math.sqrt(2.0 / c) * (k * math.pi / c) * torch.sinc(k * r / c)
+        # sin(kπr/c)/r = (kπ/c) sinc(k r / c), sinc(x) = sin(πx)/(πx): no 0/0 at r = 0; smooth_sinc,
+        # not torch.sinc, whose double backward is NaN at 0
+        return math.sqrt(2.0 / c) * (k * math.pi / c) * smooth_sinc(k * r / c)
 
 
 class EdgeGeometry(nn.Module):
     """Per edge ``j → i``: ``r_ij = x_i − x_j``, ``Y(r̂_ij)`` (l ≤ lmax) and a radial basis of ‖r_ij‖.
+
+    Smooth where points coincide: ``‖r‖`` is ``sqrt(‖r‖² + ε²)`` and ``r̂ = r / sqrt(‖r‖² + ε²)``
+    (:mod:`graphdl.ops.geometry`, ε = 1e-8), fed to e3nn's harmonics with ``normalize=False``.
+    Those are homogeneous polynomials, so ``Y^l(r̂) = (‖r‖/‖r‖_ε)^l Y^l(r/‖r‖)``: e3nn's
+    normalised values to relative ``l ε²/(2‖r‖²)`` away from zero, and ``Y^{l≥1} → 0``
+    smoothly at ``r = 0`` (``Y^0 = 1``), where ``normalize=True`` has a NaN second derivative.
 
     Shapes: positions ``(N, 3)`` → Y ``(E, (lmax+1)²)``, basis ``(E, num_basis)``.
     """
@@ -187,12 +196,12 @@ class EdgeGeometry(nn.Module):
         # One module built here, not e3nn's functional form, which builds one per call from the
         # irreps: under torch.compile Dynamo then guards on the length of an e3nn ``Irrep``,
         # whose ``__len__`` raises NotImplementedError.
-        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
         self.basis = RadialBasis(basis, num_basis, r_max)
 
     def forward(self, g, pos: Tensor) -> tuple[Tensor, Tensor]:
         rel = pos.index_select(0, g.dst) - pos.index_select(0, g.src)
-        return self.sh(rel), self.basis(rel.norm(dim=-1))
+        return self.sh(safe_unit(rel)), self.basis(safe_norm(rel))
 
 
 # ----------------------------------------------------------------------------- params
@@ -488,6 +497,7 @@ class IrrepsConcat(Block):
         output: str
 
         _v = field_validator("output")(_check_key)
+        _v_in = field_validator("inputs")(_check_keys)
 
     @classmethod
     def infer(cls, p, fields, ctx):

@@ -134,7 +134,8 @@ def laplacian_pe(g, k: int) -> Tensor:
 
     Sign handling: the absolute value (invariant to the sign flip of each eigenvector; not to
     a basis change within a repeated eigenvalue). Graphs with fewer than ``k + 1`` nodes get
-    zeros in the missing columns. Shapes: ``(N, k)``.
+    zeros in the missing columns. Shapes: ``(N, k)``, float64 (the caller casts once, so a float64
+    model sees no float32 rounding).
     """
     A, b, local = dense_adjacency(g)
     B, n, _ = A.shape
@@ -146,7 +147,7 @@ def laplacian_pe(g, k: int) -> Tensor:
     L = L + torch.diag_embed(pad.to(L.dtype) * 1e3)  # padded slots: eigenvalue 1e3, sorted last
     L = L.masked_fill(pad.unsqueeze(-1) & ~torch.eye(n, dtype=torch.bool, device=A.device), 0.0)
     _, vecs = torch.linalg.eigh(L.double())  # ascending eigenvalues
-    vecs = vecs[:, :, 1:k + 1].abs().to(A.dtype)  # (B, n, <=k): skip the trivial one
+    vecs = vecs[:, :, 1:k + 1].abs()  # (B, n, <=k) in float64: skip the trivial one; callers cast once
     valid = torch.arange(1, vecs.shape[-1] + 1, device=A.device).unsqueeze(0) < sizes  # (B, <=k)
     vecs = vecs * valid.unsqueeze(1)
     out = vecs[b, local]

@@ -25,7 +25,8 @@ A failing spec prints one line an editor can jump to, and the run exits with sta
 
 DESCRIBE_EPILOG = """examples:
   graphdl describe specs/graph_network.yaml        the table of blocks, fields and parameters
-  graphdl describe --json specs/gin.yaml | jq '.total_parameters'
+  graphdl describe --json specs/gin.yaml > gin.json   the same as JSON (total_parameters, steps, ...)
+  graphdl describe --dataset datasets/freesolv.yaml   a dataset's fields, channel by channel
 
 Each row is one block application (`repeat: N` gives N rows): the fields it reads and
 writes with their types (64 channels, irreps like 8x0e + 4x1o, frame) and its parameter
@@ -34,7 +35,7 @@ count; shared repeats count once. `notes` says how the block runs (e.g. `csr spm
 
 SCHEMA_EPILOG = """examples:
   graphdl schema -o graphdl.schema.json           write the schema of the spec format
-  graphdl schema | python -m json.tool | less       read it
+  graphdl schema | head -n 20                       read it
 
 Editors with the YAML language server (VS Code "YAML" extension, neovim, Helix...) then
 autocomplete and check specs that start with:
@@ -50,7 +51,8 @@ def add_parser(subparsers) -> None:
         "check", help="validate specs: YAML, references, block parameters and field types",
         description="Parse each SPEC, resolve `extends:`, `${...}` and `import:`, validate every\n"
                     "block's parameters and infer every field's type through the stack (no data is\n"
-                    "read). Prints `ok: FILE (N layers, P parameters)` per valid spec.",
+                    "read). An experiment spec's inputs and task are matched against the fields its\n"
+                    "dataset type makes. Prints `ok: FILE (N layers, P parameters)` per valid spec.",
         epilog=CHECK_EPILOG, formatter_class=fmt)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -63,6 +65,9 @@ def add_parser(subparsers) -> None:
         epilog=DESCRIBE_EPILOG, formatter_class=fmt)
     p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
+    p.add_argument("--dataset", action="store_true",
+                   help="describe the dataset instead: SPEC is a dataset spec (datasets/*.yaml) or an experiment "
+                        "spec; prints its type, parameters and every field with its type and meaning")
     p.set_defaults(func=cmd_describe)
 
     p = subparsers.add_parser(
@@ -87,6 +92,17 @@ def _compile(path: str):
     return build(plan)
 
 
+def _check_experiment(model) -> str:
+    """For a spec with `task:` and `dataset:`, match inputs and task against the dataset's fields."""
+    spec = model.plan.spec
+    if "task" not in spec.sections or "dataset" not in spec.sections:
+        return ""
+    from graphdl.train.runner import check_experiment, prepare
+
+    return "; inputs and task match the dataset" if check_experiment(prepare(spec)) else \
+        "; the dataset's fields are known only once loaded (graphdl run checks them)"
+
+
 def num_parameters(model) -> int:
     """Distinct parameters of a compiled model (shared repeats counted once)."""
     return sum(p.numel() for p in model.parameters())
@@ -97,6 +113,7 @@ def cmd_check(args) -> int:
     for path in args.specs:
         try:
             model = _compile(path)
+            matched = _check_experiment(model)
         except GraphDLError as e:
             failed += 1
             # a located error already starts with `file:line:col`; anything else gets the file
@@ -105,7 +122,7 @@ def cmd_check(args) -> int:
             continue
         if not args.quiet:
             n = len(model.plan.steps)
-            print(f"ok: {path} ({n} layer{'s' if n != 1 else ''}, {num_parameters(model):,} parameters)")
+            print(f"ok: {path} ({n} layer{'s' if n != 1 else ''}, {num_parameters(model):,} parameters{matched})")
     return 2 if failed else 0
 
 
@@ -147,7 +164,45 @@ def describe_data(model) -> dict:
     }
 
 
+def describe_dataset(path: str) -> dict:
+    """Type, resolved parameters and fields (type, meaning) of a dataset spec or an experiment's dataset."""
+    from graphdl.spec.loader import load_spec
+    from graphdl.train.data import resolve_dataset
+
+    doc = load_spec(path)
+    import os
+
+    base = os.path.dirname(os.path.abspath(path))
+    if isinstance(doc.data, dict) and "dataset" in doc.data:
+        from graphdl.train.runner import prepare
+
+        ref = prepare(path).data
+    else:
+        from graphdl.train.sections import DatasetSection
+
+        ref = resolve_dataset(DatasetSection(spec=os.path.abspath(path)), doc, base)
+    fields = ref.cls.fields(ref.params)
+    docs = ref.cls.field_docs(ref.params)
+    return {"type": ref.cls.name, "parameters": ref.resolved(),
+            "fields": None if fields is None else {k: {"type": str(t), "meaning": docs.get(k, "")}
+                                                   for k, t in fields.items()}}
+
+
 def cmd_describe(args) -> int:
+    if args.dataset:
+        d = describe_dataset(args.spec)
+        if args.json:
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"dataset type `{d['type']}`: " + ", ".join(f"{k}: {v}" for k, v in d["parameters"].items()
+                                                          if k not in ("graphdl", "type") and v is not None))
+        if d["fields"] is None:
+            print("fields: known once the data is loaded (graphdl run prints them)")
+            return 0
+        width = max(len(f"{k}: {v['type']}") for k, v in d["fields"].items())
+        for k, v in d["fields"].items():
+            print(f"  {f'{k}: ' + v['type']:<{width}}  {v['meaning']}".rstrip())
+        return 0
     model = _compile(args.spec)
     if args.json:
         print(json.dumps(describe_data(model), indent=2))
@@ -160,12 +215,13 @@ def cmd_schema(args) -> int:
     import os
 
     from graphdl.errors import SpecError
-    from graphdl.spec.loader import SpecDoc, run_imports
+    from graphdl.spec.loader import SpecDoc, run_imports, trusted_imports
     from graphdl.spec.schema import dump_schema
 
-    if args.imports:
+    if args.imports:  # modules the user named on the command line: that is the explicit choice
         doc = SpecDoc({"import": list(args.imports)}, "--import")
-        run_imports(doc, os.getcwd())
+        with trusted_imports():
+            run_imports(doc, os.getcwd())
     text = dump_schema(references=not args.no_references)
     if args.output:
         try:

@@ -3,10 +3,21 @@
 The loader keeps YAML's compose tree long enough to record where every key and value
 sits (``file:line:col``), then hands out plain Python data plus a position map. Nothing
 is ever evaluated: scalars go through ``yaml.SafeLoader``'s constructors only.
+
+``import:`` is the one way a spec can run code (a module that registers custom blocks). A
+spec is shared like a configuration file, so reading one must not run code that came with
+it: without an explicit choice, a spec with ``import:`` is refused with one line naming the
+modules, and nothing is imported. The choice is made by whoever runs graphdl, never by the
+spec: ``--trust`` on the command line, ``trust=True`` to :func:`load_spec` /
+:func:`graphdl.parse_spec` / :func:`graphdl.compile_spec`, or the :func:`trusted_imports`
+context manager around any other API call (a run, a WL check). This is the lesson of Hydra's
+``_target_`` and of ``torch.load`` without ``weights_only``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import importlib
@@ -268,12 +279,47 @@ def _load_file(path: str, chain: tuple[str, ...], do_imports: bool) -> SpecDoc:
     return doc
 
 
+_TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("graphdl_trust_imports", default=False)
+
+TRUST_HINT = ("If you trust this spec, pass `--trust` (Python: `trust=True`, or "
+              "`with graphdl.trusted_imports(): ...`)")
+
+
+@contextlib.contextmanager
+def trusted_imports(trust: bool = True):
+    """Within the block, specs may run the Python modules their ``import:`` names.
+
+    Use it around API calls that load specs for you (``graphdl.train.runner.run``, a WL
+    check); ``graphdl --trust`` sets it for a command. Nested uses restore the outer value.
+    """
+    token = _TRUST.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def imports_trusted() -> bool:
+    """Whether specs loaded now may run their ``import:`` modules (see :func:`trusted_imports`)."""
+    return _TRUST.get()
+
+
 def run_imports(doc: SpecDoc, base_dir: str) -> None:
-    """Import the user modules named under ``import:`` so their blocks get registered."""
+    """Import the user modules named under ``import:`` so their blocks get registered.
+
+    Raises:
+        SpecError: at ``import:`` when imports are not trusted (nothing is imported; the
+            message names every module and how to allow them), when a module is missing,
+            or when it raised while importing.
+    """
     imports = doc.data.get("import")
     if imports is None:
         return
     items = imports if isinstance(imports, list) else [imports]
+    if not imports_trusted():
+        names = ", ".join(f"`{n}`" for n in items)
+        raise doc.error(("import",), f"this spec imports Python code ({names}), which would run with your "
+                                     f"permissions; nothing was imported. {TRUST_HINT}")
     for i, name in enumerate(items):
         where = ("import", i) if isinstance(imports, list) else ("import",)
         if not isinstance(name, str):
@@ -410,11 +456,16 @@ def resolve_references(doc: SpecDoc) -> None:
 
 
 # ---------------------------------------------------------------------- entry points
-def load_spec(source: str | os.PathLike | dict, *, imports: bool = True) -> SpecDoc:
+def load_spec(source: str | os.PathLike | dict, *, imports: bool = True, trust: bool | None = None) -> SpecDoc:
     """Load a spec from a file path, or from an already-parsed mapping (tests, Python users).
 
     Applies ``extends:`` (relative to the file), runs ``import:`` and resolves ``${...}``.
+    ``trust=True`` allows ``import:`` to run the modules it names (see the module docstring);
+    ``None`` keeps the current setting (:func:`trusted_imports`, ``--trust``), untrusted by default.
     """
+    if trust is not None:
+        with trusted_imports(trust):
+            return load_spec(source, imports=imports)
     if isinstance(source, dict):
         doc = SpecDoc(copy.deepcopy(source), "<dict>", {(): Mark("<dict>", 1, 1)})
         if "extends" in doc.data:
@@ -427,8 +478,12 @@ def load_spec(source: str | os.PathLike | dict, *, imports: bool = True) -> Spec
     return doc
 
 
-def load_spec_text(text: str, file: str = "<string>", *, base_dir: str | None = None) -> SpecDoc:
-    """Load a spec from YAML text (no ``extends``), e.g. for tests and fuzzing."""
+def load_spec_text(text: str, file: str = "<string>", *, base_dir: str | None = None,
+                   trust: bool | None = None) -> SpecDoc:
+    """Load a spec from YAML text (no ``extends``), e.g. for tests and fuzzing (``trust`` as :func:`load_spec`)."""
+    if trust is not None:
+        with trusted_imports(trust):
+            return load_spec_text(text, file, base_dir=base_dir)
     doc = parse_yaml(text, file)
     if not isinstance(doc.data, dict):
         raise SpecError(f"a spec must be a mapping (key: value lines), found a {type(doc.data).__name__}",

@@ -13,7 +13,8 @@ Top-level keys of a model spec::
     graph:                     # how the message-passing graph is made (default: given)
       kind: given              # given | complete | radius | knn
     model:
-      layers: [...]            # blocks, each `type: <registered block>` + its parameters
+      layers: [...]            # blocks, each `type: <registered block>` + its parameters,
+                               # or `type: sequence` + `layers: [...]`: a group repeated as one
       outputs: [graph.y]       # fields the model returns (default: what the last layer writes)
       forces: autograd         # optional: also return node.forces = −∂E/∂pos (see ForcesSpec)
 
@@ -31,13 +32,15 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
-from graphdl.errors import SpecError, did_you_mean
+from graphdl.errors import did_you_mean
 from graphdl.spec.loader import Path, SpecDoc, format_path, load_spec, load_spec_text
 from graphdl.types import FieldTable, parse_type, split_key
 
 SPEC_VERSION = 1
-STEP_KEYS = ("repeat", "share_weights", "residual", "label")
+STEP_KEYS = ("repeat", "share_weights", "residual", "label", "trace")
 """Keys every layer entry accepts besides its block's parameters."""
+SEQUENCE = "sequence"
+"""The layer type of a group of layers (``type: sequence`` with ``layers: [...]``), repeated as one."""
 
 
 class GraphSpec(BaseModel):
@@ -111,7 +114,14 @@ CORE_KEYS = ("graphdl", "name", "description", "import", "inputs", "graph", "mod
 
 @dataclass
 class LayerEntry:
-    """One layer of the stack as written: its block params (unvalidated) and step options."""
+    """One layer of the stack as written: its block params (unvalidated) and step options.
+
+    A ``type: sequence`` entry is a group: ``children`` holds its layers (``raw`` is then just
+    ``{"type": "sequence"}``), and ``repeat`` / ``share_weights`` / ``trace`` apply to the
+    whole group (AF2's structure module: IPA → dropout → layer norm → transition → backbone
+    update, eight times with one set of weights). ``trace`` maps a field to a new field that
+    stacks its value after every repeat along dim 1 (type ``Stacked``, e.g. ``frame[8]``).
+    """
 
     index: int
     raw: dict
@@ -120,6 +130,12 @@ class LayerEntry:
     share_weights: bool = False
     residual: bool = False
     label: str | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+    children: list["LayerEntry"] | None = None
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.children is not None
 
 
 @dataclass
@@ -298,9 +314,69 @@ def _require_mapping(doc: SpecDoc, path: Path, value: Any, what: str) -> dict:
     return value
 
 
-def parse_spec(source: Any) -> Spec:
-    """Load (file path, mapping or :class:`SpecDoc`) and validate the top level of a spec."""
-    doc = source if isinstance(source, SpecDoc) else load_spec(source)
+def _parse_layer(doc: SpecDoc, entry: Any, path: Path, index: int) -> LayerEntry:
+    """One entry of ``model.layers`` (recursively for ``type: sequence`` groups)."""
+    if not isinstance(entry, dict):
+        raise doc.error(path, f"each layer must be a mapping with a `type:`, found {_describe_input(entry)}")
+    if "type" not in entry:
+        raise doc.error(path, "layer has no `type:`; name a block, e.g. `type: gcn`")
+    raw = {k: v for k, v in entry.items() if k not in STEP_KEYS}
+    le = LayerEntry(index, raw, path)
+    if "repeat" in entry:
+        r = entry["repeat"]
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise doc.error(path + ("repeat",), f"`repeat` must be a positive integer, found {_describe_input(r)}")
+        le.repeat = r
+    for flag in ("share_weights", "residual"):
+        if flag in entry:
+            if not isinstance(entry[flag], bool):
+                raise doc.error(path + (flag,), f"`{flag}` must be true or false, found {_describe_input(entry[flag])}")
+            setattr(le, flag, entry[flag])
+    if "label" in entry:
+        if not isinstance(entry["label"], str):
+            raise doc.error(path + ("label",), f"`label` must be text, found {_describe_input(entry['label'])}")
+        le.label = entry["label"]
+    if "trace" in entry:
+        tr = entry["trace"]
+        if not isinstance(tr, dict) or not tr:
+            raise doc.error(path + ("trace",), f"`trace` must map a field to the field stacking its value after every "
+                                               f"repeat, e.g. `trace: {{node.frame: node.frames}}`, found "
+                                               f"{_describe_input(tr)}")
+        for k, v in tr.items():
+            for key in (k, v):
+                try:
+                    split_key(key)
+                except ValueError as e:
+                    raise doc.error(path + ("trace", k), str(e), key=key == k) from None
+            if split_key(k)[0] != split_key(v)[0]:
+                raise doc.error(path + ("trace", k), f"`trace` stacks `{k}` into a field of the same space; "
+                                                     f"`{v}` is not a {split_key(k)[0]} field")
+        le.trace = {str(k): str(v) for k, v in tr.items()}
+    if le.share_weights and le.repeat == 1:
+        raise doc.error(path + ("share_weights",), "`share_weights: true` only means something with `repeat: N` (N > 1)")
+    if raw["type"] == SEQUENCE:
+        extra = sorted(set(raw) - {"type", "layers"})
+        if extra:
+            raise doc.error(path + (extra[0],), f"unknown key `{extra[0]}` in a `sequence` (it takes `layers:` and the "
+                                                f"step keys {', '.join(f'`{k}`' for k in STEP_KEYS)})", key=True)
+        if le.residual:
+            raise doc.error(path + ("residual",), "`residual` is not defined for a `sequence`; put `residual: true` on "
+                                                  "the layers inside it")
+        subs = raw.get("layers")
+        if not isinstance(subs, list) or not subs:
+            raise doc.error(path + (("layers",) if "layers" in raw else ()),
+                            "a `sequence` needs `layers:`, a non-empty list of layers repeated as one group")
+        le.children = [_parse_layer(doc, e, path + ("layers", j), j) for j, e in enumerate(subs)]
+        le.raw = {"type": SEQUENCE}
+    return le
+
+
+def parse_spec(source: Any, *, trust: bool | None = None) -> Spec:
+    """Load (file path, mapping or :class:`SpecDoc`) and validate the top level of a spec.
+
+    ``trust`` as :func:`graphdl.spec.loader.load_spec` (whether ``import:`` may run code).
+    """
+    doc = source if isinstance(source, SpecDoc) else load_spec(source, trust=trust)
     data = _require_mapping(doc, (), doc.data, "key: value lines")
     _load_sections()
     if "graphdl" not in data:
@@ -342,32 +418,7 @@ def parse_spec(source: Any) -> Spec:
     if "model" not in data:
         raise doc.error((), "missing `model:` section (with `layers:`)")
     model = validate_model(ModelSection, data["model"], doc, ("model",), "model")
-    layers = []
-    for i, entry in enumerate(model.layers):
-        path = ("model", "layers", i)
-        if not isinstance(entry, dict):
-            raise doc.error(path, f"each layer must be a mapping with a `type:`, found {_describe_input(entry)}")
-        if "type" not in entry:
-            raise doc.error(path, "layer has no `type:`; name a block, e.g. `type: gcn`")
-        raw = {k: v for k, v in entry.items() if k not in STEP_KEYS}
-        le = LayerEntry(i, raw, path)
-        if "repeat" in entry:
-            r = entry["repeat"]
-            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                raise doc.error(path + ("repeat",), f"`repeat` must be a positive integer, found {_describe_input(r)}")
-            le.repeat = r
-        for flag in ("share_weights", "residual"):
-            if flag in entry:
-                if not isinstance(entry[flag], bool):
-                    raise doc.error(path + (flag,), f"`{flag}` must be true or false, found {_describe_input(entry[flag])}")
-                setattr(le, flag, entry[flag])
-        if "label" in entry:
-            if not isinstance(entry["label"], str):
-                raise doc.error(path + ("label",), f"`label` must be text, found {_describe_input(entry['label'])}")
-            le.label = entry["label"]
-        if le.share_weights and le.repeat == 1:
-            raise doc.error(path + ("share_weights",), "`share_weights: true` only means something with `repeat: N` (N > 1)")
-        layers.append(le)
+    layers = [_parse_layer(doc, entry, ("model", "layers", i), i) for i, entry in enumerate(model.layers)]
     if model.outputs is not None:
         for j, o in enumerate(model.outputs):
             try:

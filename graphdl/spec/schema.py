@@ -45,6 +45,9 @@ STEP_PROPERTIES = {
     "residual": {"type": "boolean", "default": False,
                  "description": "add each written field's input value to the block's output (same type needed)"},
     "label": {"type": "string", "description": "a name for this layer in `graphdl describe`"},
+    "trace": {"type": "object", "additionalProperties": {"type": "string"},
+              "description": "record a field after every repeat into a new field stacking them along dim 1, "
+                             "e.g. `{node.frame: node.frames}`"},
 }
 _NO_REFS = {"type", "op"}  # discriminators stay literal so editors can pick the right branch
 
@@ -129,6 +132,14 @@ def spec_schema(*, references: bool = True) -> dict:
         s["description"] = _doc(cls)
         defs[f"block.{n}"] = s
         layer_refs.append({"$ref": f"#/$defs/block.{n}"})
+    seq = {"type": "object", "additionalProperties": False, "required": ["type", "layers"],
+           "title": "`sequence`", "description": "a group of layers applied in order; `repeat`, `share_weights` "
+                                                 "and `trace` apply to the whole group",
+           "properties": {"type": {"const": "sequence", "description": "a group of layers repeated as one"},
+                          "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
+                          **{k: v for k, v in STEP_PROPERTIES.items() if k != "residual"}}}
+    defs["block.sequence"] = seq
+    layer_refs.append({"$ref": "#/$defs/block.sequence"})
     defs["layer"] = {
         "description": "one block of the stack: `type:` names a registered block, the other keys are its "
                        "parameters and the step keys repeat / share_weights / residual / label",
@@ -189,10 +200,13 @@ def spec_schema(*, references: bool = True) -> dict:
         **section_props,
     }
     defs["field_type"] = {
-        "description": "a positive dim (`64`), irreps (`1o`, `16x0e + 8x1o`), `vector` or `frame`",
+        "description": "a positive dim (`64`), irreps (`1o`, `16x0e + 8x1o`), `vector`, `frame`, "
+                       "`categorical(9)` (class indices) or `trajectory(6, 2)` (frames x dim)",
         "anyOf": [{"type": "integer", "minimum": 1},
                   {"type": "string", "pattern": r"^\s*(\d+|frame|vector|pos|position|"
-                                                r"(\d+\s*x\s*)?\d+[eo](\s*\+\s*(\d+\s*x\s*)?\d+[eo])*)\s*$"}],
+                                                r"categorical\s*\(\s*\d+\s*\)|trajectory\s*\(\s*\d+\s*,\s*\d+\s*\)|"
+                                                r"(\d+\s*x\s*)?\d+[eo](\s*\+\s*(\d+\s*x\s*)?\d+[eo])*)"
+                                                r"(\s*\[\s*\d+\s*\])?\s*$"}],
     }
     schema: dict = {
         "$schema": DRAFT,

@@ -8,6 +8,11 @@ error of output field ``k`` is ``max |f(g·x)_k − g·f(x)_k| / max(1, max |f(x
 * other irreps: block-diagonal Wigner matrices ``D(R)`` (e3nn's real basis, l = 1 is x, y, z),
   computed in the working dtype so float64 checks reach ~1e-14 (e3nn's own
   ``D_from_matrix`` keeps float32 constants and stops near 1e-7);
+* ``frame`` (rigid frames ``(N, 4, 3)``, :class:`~graphdl.types.Frame`): ``(R, t) ↦ (Q R, Q t + s)``
+  under a proper rotation ``Q`` and translation ``s``; frames always translate. A reflection
+  is *not a symmetry of frames* (it would make them left-handed): for a model with a frame
+  input or output the reflection check is not applicable and reported as ``None``;
+* a stacked field (``frame[8]``, one value per iteration, ``(N, T, ...)``): each slice as its type;
 * node permutations within each graph: node fields are permuted, edge fields follow their
   edge, graph fields are unchanged.
 
@@ -29,7 +34,17 @@ import torch
 from torch import Tensor
 
 from graphdl.data.graph import Graph
-from graphdl.types import FieldType, Irreps, Scalar, parse_type, split_key
+from graphdl.types import (
+    Categorical,
+    FieldType,
+    Frame,
+    Irreps,
+    Scalar,
+    Stacked,
+    Trajectory,
+    parse_type,
+    split_key,
+)
 
 CHECKS = ("rotation", "reflection", "translation", "permutation")
 
@@ -71,12 +86,31 @@ def irreps_matrix(t: Irreps, rot: Tensor) -> Tensor:
     return torch.block_diag(*blocks)
 
 
-def _act(x: Tensor, t: FieldType, rot: Tensor, shift: Tensor | None) -> Tensor:
-    if isinstance(t, Scalar) or (isinstance(t, Irreps) and t.invariant):
-        return x
+def _has_frames(t: FieldType) -> bool:
+    return isinstance(t, Frame) or (isinstance(t, Stacked) and _has_frames(t.inner))
+
+
+def _act(x: Tensor, t: FieldType, rot: Tensor, shift: Tensor | None, frame_shift: Tensor | None = None) -> Tensor:
+    """``g · x`` for a field of type ``t``; ``shift`` translates positions, ``frame_shift`` frames."""
+    if isinstance(t, (Scalar, Categorical, Trajectory)) or (isinstance(t, Irreps) and t.invariant):
+        return x  # a Trajectory's coordinates are channels in the data's fixed frame (see graphdl.types)
+    if isinstance(t, Stacked):
+        rows, count = x.shape[:2]
+        flat = x.reshape((rows * count,) + tuple(x.shape[2:]))
+        return _act(flat, t.inner, rot, shift, frame_shift).reshape(x.shape)
+    if isinstance(t, Frame):
+        r = rot @ x[..., :3, :]
+        tr = x[..., 3, :] @ rot.T
+        if frame_shift is not None:
+            tr = tr + frame_shift
+        return torch.cat([r, tr.unsqueeze(-2)], -2)
     if isinstance(t, Irreps):
         y = x @ (rot.T if t.is_vector else irreps_matrix(t, rot).T.to(x.dtype))
-        return y + shift if shift is not None else y
+        if shift is None:
+            return y
+        if all(l == 1 and p == -1 for _, l, p in t.terms):  # several points (`3x1o`: N, CA, C)
+            return y + shift.repeat(t.dim // 3)
+        return y + shift
     raise NotImplementedError(f"equivariance checks do not handle field type {t} yet")
 
 
@@ -130,9 +164,25 @@ def random_graph_for(fields: Mapping[str, FieldType], sizes=(4, 5, 7), *, degree
         t = parse_type(t)
         space = split_key(k)[0]
         rows = {"node": n, "edge": e, "graph": len(sizes)}[space]
+        if isinstance(t, Categorical):
+            data[k] = torch.randint(0, t.num_classes, (rows,), generator=g)
+            continue
+        if _has_frames(t):
+            data[k] = _random_frames((rows,) + t.shape()[:-2], g, scale).to(dtype)
+            continue
         std = scale if isinstance(t, Irreps) and t.is_vector else 1.0
         data[k] = torch.randn((rows,) + t.shape(), generator=g, dtype=torch.float64).to(dtype) * std
     return Graph(pairs, n, data, batch=batch, num_graphs=len(sizes))
+
+
+def _random_frames(lead: tuple, gen: torch.Generator, scale: float) -> Tensor:
+    """Uniformly random proper rotations and ``scale · N(0, 1)`` translations, ``(*lead, 4, 3)``."""
+    n = int(torch.tensor(lead).prod()) if lead else 1
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, dtype=torch.float64, generator=gen))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    q = q * torch.det(q).sign().view(-1, 1, 1)
+    t = torch.randn(n, 1, 3, dtype=torch.float64, generator=gen) * scale
+    return torch.cat([q, t], 1).reshape(tuple(lead) + (4, 3))
 
 
 def _permute(g: Graph, perm: Tensor) -> tuple[Graph, Tensor]:
@@ -162,7 +212,8 @@ def equivariance_errors(model, graph: Graph, *, checks=CHECKS, trials: int = 2, 
 
     ``model``: a compiled :class:`~graphdl.compile.GraphModel` or a single block (its graph
     must already have edges). ``dtype``: cast model and graph first (None keeps them).
-    Returns ``{output key: {check: error}}``.
+    Returns ``{output key: {check: error}}``; the error is ``None`` where the check does not
+    apply (reflections of a model with frame inputs or outputs: not a symmetry of frames).
     """
     if dtype is not None:
         model = model.to(dtype)
@@ -172,11 +223,16 @@ def equivariance_errors(model, graph: Graph, *, checks=CHECKS, trials: int = 2, 
     gen = torch.Generator().manual_seed(seed)
     model_training = getattr(model, "training", False)
     model.eval()
-    errors: dict[str, dict[str, float]] = {k: {} for k in tgt.outputs}
+    errors: dict[str, dict[str, float | None]] = {k: {} for k in tgt.outputs}
+    framed = any(_has_frames(t) for t in list(tgt.inputs.values()) + list(tgt.outputs.values()))
     try:
         with torch.no_grad():
             base = tgt.call(graph)
             for check in checks:
+                if check == "reflection" and framed:
+                    for k in tgt.outputs:
+                        errors[k][check] = None
+                    continue
                 worst = {k: 0.0 for k in tgt.outputs}
                 for _ in range(trials):
                     if check == "permutation":
@@ -193,11 +249,11 @@ def equivariance_errors(model, graph: Graph, *, checks=CHECKS, trials: int = 2, 
                     if check == "translation":
                         rot = torch.eye(3, dtype=dt)
                     shift = torch.randn(3, generator=gen, dtype=torch.float64).to(dt)
-                    moved = {k: _act(v, tgt.inputs[k], rot, shift if k in tgt.positions else None)
+                    moved = {k: _act(v, tgt.inputs[k], rot, shift if k in tgt.positions else None, shift)
                              for k, v in graph.fields.items() if k in tgt.inputs}
                     out = tgt.call(graph.replace(**{k.replace(".", "__"): v for k, v in moved.items()}))
                     for k, t in tgt.outputs.items():
-                        ref = _act(base[k], t, rot, None)
+                        ref = _act(base[k], t, rot, None, shift)
                         e = _err(out[k], ref)
                         if isinstance(t, Irreps) and t.is_vector:
                             e = min(e, _err(out[k], ref + shift))
@@ -209,6 +265,72 @@ def equivariance_errors(model, graph: Graph, *, checks=CHECKS, trials: int = 2, 
     return errors
 
 
+def has_directions(fields: Mapping[str, FieldType]) -> bool:
+    """Whether any field carries a direction (``1o``, irreps with ``l > 0`` or odd ``0o`` parts, a frame):
+    if none does, rotations, reflections and translations act trivially on every input."""
+    return any((isinstance(t, Irreps) and not t.invariant) or _has_frames(t)
+               for t in (parse_type(v) for v in fields.values()))
+
+
+def locate_break(model, graph: Graph, check: str, *, seed: int = 0, tol: float = 1e-9,
+                 dtype: torch.dtype = torch.float64) -> tuple[str, str, float] | None:
+    """The first step of a compiled model whose output breaks ``check``: ``(step, field, error)``.
+
+    Runs the model on ``graph`` and on a randomly transformed copy, recording what every step
+    writes (``model.trace``), and compares each written field with the transformed original by
+    its declared type. Edge fields are compared only for rotations, reflections and translations
+    (a permutation reorders a rebuilt graph's edges). ``None`` when every step is within ``tol``.
+    """
+    model = model.to(dtype)
+    graph = graph.replace(**{k.replace(".", "__"): (v.to(dtype) if v.is_floating_point() else v)
+                             for k, v in graph.fields.items()})
+    tgt = _target(model, None)
+    gen = torch.Generator().manual_seed(seed + 1)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.trace = []
+            model(graph)
+            base = model.trace
+            if check == "permutation":
+                perm = _within_graph_perm(graph, gen)
+                g2, _ids = _permute(graph, perm)
+                rot = shift = None
+            else:
+                rot = random_rotation(dtype, gen, improper=(check == "reflection"))
+                if check == "translation":
+                    rot = torch.eye(3, dtype=dtype)
+                shift = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype)
+                moved = {k: _act(v, tgt.inputs[k], rot, shift if k in tgt.positions else None, shift)
+                         for k, v in graph.fields.items() if k in tgt.inputs}
+                g2 = graph.replace(**{k.replace(".", "__"): v for k, v in moved.items()})
+            model.trace = []
+            model(g2)
+            moved_trace = model.trace
+    finally:
+        model.trace = None
+        model.train(training)
+    steps = model.plan.steps
+    for (i, a), (_j, b) in zip(base, moved_trace):
+        sig = steps[i].sig.writes
+        for k, va in a.items():
+            t = sig.get(k)
+            space = split_key(k)[0]
+            if t is None or k not in b or (check == "permutation" and space == "edge"):
+                continue
+            if check == "permutation":
+                ref = va[perm] if space == "node" else va
+            else:
+                ref = _act(va, t, rot, None, shift)
+            e = _err(b[k], ref)
+            if isinstance(t, Irreps) and t.is_vector and check != "permutation":
+                e = min(e, _err(b[k], ref + shift))
+            if not e <= tol:
+                return f"{steps[i].where} ({steps[i].label})", k, e
+    return None
+
+
 def assert_equivariant(model, graph: Graph, *, atol: float | None = None, checks=CHECKS, trials: int = 2,
                        seed: int = 0, positions=None, dtype: torch.dtype | None = torch.float64) -> dict:
     """Raise AssertionError naming the field and check when an error exceeds ``atol``.
@@ -218,9 +340,11 @@ def assert_equivariant(model, graph: Graph, *, atol: float | None = None, checks
     """
     errs = equivariance_errors(model, graph, checks=checks, trials=trials, seed=seed, positions=positions,
                                dtype=dtype)
+    # errors are relative: round-off is eps × depth (≈ 1e-14 in float64, ≈ 1e-6 in float32); the
+    # defaults leave ~1e5 and ~1e2 above it, far below the O(1) of a broken symmetry
     if atol is None:
         atol = 1e-9 if dtype in (torch.float64, None) else 1e-4
-    bad = [(k, c, e) for k, d in errs.items() for c, e in d.items() if not e <= atol]
+    bad = [(k, c, e) for k, d in errs.items() for c, e in d.items() if e is not None and not e <= atol]
     if bad:
         k, c, e = max(bad, key=lambda x: x[2] if x[2] == x[2] else float("inf"))
         raise AssertionError(f"output `{k}` is not {c}-equivariant: error {e:.3g} > tolerance {atol:.1g} "

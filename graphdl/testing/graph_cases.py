@@ -291,7 +291,8 @@ def graph_cases(
         feat_dim, edge_dim: widths of ``node.h`` and ``edge.e``.
         seed: features (and the random cases' structure) depend only on ``seed`` and the
             case's name, so adding cases never changes existing ones.
-        dtype: dtype of the float fields (float64 by default, for parity tests at 1e-5).
+        dtype: dtype of the float fields (float64 by default, so parity tests can compare at
+            round-off level, ~1e-12).
         exclude: drop the cases carrying any of these tags.
         include_empty: include ``empty`` (0 nodes), which many layers need not accept.
         with_pos: add ``node.pos`` ``(N, 3)`` for geometric models.

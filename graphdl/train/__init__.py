@@ -3,7 +3,7 @@
 * :func:`run` — train a spec's model on its dataset and write every artefact
   (:mod:`graphdl.train.runner`);
 * :func:`predict` — apply a checkpoint to new molecules (:mod:`graphdl.train.predict`);
-* :class:`Task` and :func:`register_task` — add a task kind (:mod:`graphdl.train.tasks`);
+* :class:`Task` and :func:`register_task` — add a task kind: one file in :mod:`graphdl.train.tasks`;
 * :func:`register_metric` — add a metric (:mod:`graphdl.train.metrics`).
 
 Names are imported on first use, so that the spec loader can import

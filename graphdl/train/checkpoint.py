@@ -71,7 +71,12 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def differences(a: Any, b: Any, path: tuple = ()) -> list[tuple[str, Any, Any]]:
-    """Paths where two resolved specs differ, as ``(path, value in a, value in b)``."""
+    """Paths where two resolved specs differ, as ``(path, value in a, value in b)``, deepest first.
+
+    Mappings are compared key by key and lists item by item (an item only one side has is
+    reported at its index as ``<absent>`` on the other side), so each entry names the
+    innermost key whose values differ, never a whole layer list that merely starts alike.
+    """
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in list(a) + [k for k in b if k not in a]:
@@ -82,19 +87,38 @@ def differences(a: Any, b: Any, path: tuple = ()) -> list[tuple[str, Any, Any]]:
             else:
                 out += differences(a[k], b[k], path + (k,))
         return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    if isinstance(a, list) and isinstance(b, list):
         out = []
         for i, (x, y) in enumerate(zip(a, b)):
             out += differences(x, y, path + (i,))
+        for i in range(min(len(a), len(b)), max(len(a), len(b))):
+            out.append((format_path(path + (i,)), a[i] if i < len(a) else "<absent>",
+                        b[i] if i < len(b) else "<absent>"))
         return out
     if canonical(a) != canonical(b):
         return [(format_path(path) or "<spec>", a, b)]
     return []
 
 
-def _short(v: Any) -> str:
-    text = v if isinstance(v, str) else canonical(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else canonical(v)
+
+
+def _shown_pair(x: Any, y: Any, width: int = 60) -> tuple[str, str]:
+    """Both values as text, cut to ``width`` around where they first differ (never at a shared prefix only)."""
+    a, b = _text(x), _text(y)
+    if len(a) <= width and len(b) <= width:
+        return a, b
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    start = max(0, k - width // 3)
+
+    def cut(t: str) -> str:
+        part = t[start:start + width]
+        return ("..." if start > 0 else "") + part + ("..." if start + width < len(t) else "")
+
+    return cut(a), cut(b)
 
 
 def check_compatible(ck: dict, resolved: dict, path: str, *, model_only: bool, spec_file: str = "the spec") -> None:
@@ -111,7 +135,8 @@ def check_compatible(ck: dict, resolved: dict, path: str, *, model_only: bool, s
     diffs = differences(a, b)
     if not diffs:
         diffs = [("<digest>", ck.get("digest"), digest(resolved))]
-    shown = "; ".join(f"{p} is {_short(x)} in the checkpoint but {_short(y)} in {spec_file}" for p, x, y in diffs[:3])
+    pairs = [(p, *_shown_pair(x, y)) for p, x, y in diffs[:3]]
+    shown = "; ".join(f"{p} is {x} in the checkpoint but {y} in {spec_file}" for p, x, y in pairs)
     more = f" (and {len(diffs) - 3} more difference{'s' if len(diffs) > 4 else ''})" if len(diffs) > 3 else ""
     raise CheckpointError(f"checkpoint `{path}` was written for a different spec: {shown}{more}; use the spec it "
                           f"was trained with (the run directory keeps it as spec.yaml) or start a new run")

@@ -11,18 +11,29 @@ import sys
 
 RUN_EPILOG = """examples:
   graphdl run specs/molecular/dmpnn_freesolv.yaml                 train, writing runs/<spec name>/
-  graphdl run SPEC --out runs/a --epochs 5 --seed 1                quick trial with another seed
-  graphdl run SPEC --split-file chemprop_run/splits.json           reuse chemprop's exact split
-  graphdl run SPEC --out runs/a --resume                           continue a run that was killed
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --epochs 5 --seed 1   a quick trial, another seed
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --epochs 5 --seed 1 --resume   continue it if killed
+  graphdl run specs/molecular/dmpnn_freesolv.yaml --out runs/a --overwrite   replace it once this run finishes
+  graphdl run specs/molecular/gine_freesolv.yaml --split-file runs/a/split.json   the same split (chemprop's
+                                                                  splits.json is read too)
 
 Writes to --out: spec.yaml (resolved), metrics.json (per epoch and final, split sizes, seed),
-best.pt and last.pt, learning_curve.png, test_predictions.csv, timing.json. On a terminal each
+best.pt and last.pt, learning_curve.png, test_predictions.csv, split.json, timing.json, run.json. On a terminal each
 epoch shows a progress bar; in logs, one summary line per epoch.
+
+A directory that holds a run is never replaced by accident: without --resume or --overwrite the
+run is refused and nothing changes. With --overwrite the new run trains beside it (.DIR.incoming)
+and its artefacts replace the old ones only when it has finished; a run that fails or is killed
+leaves the old one as it was.
 """
 
 PREDICT_EPILOG = """examples:
-  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/dmpnn-freesolv/best.pt --smiles CCO c1ccccc1
-  graphdl predict SPEC --checkpoint best.pt --csv molecules.csv --smiles-column smiles --out predictions.csv
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --smiles CCO c1ccccc1
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --csv examples/molecules.csv --out p.csv
+  graphdl predict specs/molecular/dmpnn_freesolv.yaml --checkpoint runs/a/best.pt --csv examples/molecules.csv --on-invalid skip
+
+--on-invalid skip keeps invalid rows, with empty predictions and the reason in an `error` column.
+From Python: graphdl.load("runs/fs").predict(["CCO"]) (SMILES, RDKit molecules, networkx or graphdl graphs).
 """
 
 
@@ -39,6 +50,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override train.device")
     p.add_argument("--seed", type=int, metavar="S", help="override train.seed (initial weights, shuffling, split)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt (same spec and overrides)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run DIR holds, once this run has finished (it trains beside it until then)")
     p.add_argument("--split-file", metavar="F", help="JSON split of source rows (train/val/test), e.g. chemprop's "
                                                      "splits.json; overrides the spec's split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N graphs of the dataset")
@@ -59,6 +72,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--smiles-column", default="smiles", help="SMILES column of --csv (default: smiles)")
     p.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--on-invalid", choices=["error", "skip"], default="error",
+                   help="an invalid SMILES stops with its row (error, default), or its row is written with "
+                        "empty predictions and the reason in an `error` column (skip)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -77,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
-        split_file=args.split_file, limit=args.limit, progress=progress)
+        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite)
     return 0
 
 
@@ -85,7 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from graphdl.train.predict import predict, read_smiles_csv, write_csv
 
     smiles = args.smiles if args.smiles is not None else read_smiles_csv(args.csv, args.smiles_column)
-    header, rows = predict(args.spec, args.checkpoint, smiles, device=args.device)
+    header, rows = predict(args.spec, args.checkpoint, smiles, device=args.device, on_invalid=args.on_invalid)
     write_csv(header, rows, args.out or sys.stdout)
     if args.out:
         print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)

@@ -17,7 +17,7 @@ from graphdl.spec.loader import load_spec
 from graphdl.spec.model import validate_model
 from graphdl.train.sections import dataset_parts, load_dataset_types
 
-PATH_KEYS = ("path",)
+PATH_KEYS = ("path", "nodes", "edges", "graphs")
 """Dataset parameters holding file paths (made absolute in the resolved spec)."""
 
 
@@ -70,27 +70,39 @@ def resolve_dataset(section, doc, spec_dir: str) -> DatasetRef:
 
 
 def limit_dataset(ds: Dataset, n: int) -> Dataset:
-    """The first ``n`` graphs (per-graph metadata lists trimmed with them)."""
+    """``n`` graphs of ``ds`` (``--limit``, a quick trial): the first ``n``, or, for a dataset that ships
+    its own split, the first graphs of each part in proportion to its size (at least one each), so
+    that a limited run still has train, validation and test graphs. Per-graph metadata lists follow."""
+    if ds.splits:
+        total = sum(len(v) for v in ds.splits.values())
+        keep_of = {k: v[:max(1, round(n * len(v) / total))] if v else [] for k, v in ds.splits.items()}
+        keep = [i for v in keep_of.values() for i in v]
+        pos = {i: j for j, i in enumerate(keep)}
+        splits = {k: [pos[i] for i in v] for k, v in keep_of.items()}
+    else:
+        keep, splits = list(range(min(n, len(ds)))), None
     meta = dict(ds.meta)
     for k, v in ds.meta.items():
         if isinstance(v, list) and len(v) == len(ds) and k != "skipped":
-            meta[k] = v[:n]
-    splits = None
-    if ds.splits:
-        splits = {k: [i for i in v if i < n] for k, v in ds.splits.items()}
-    return Dataset(ds.graphs[:n], ds.fields, ds.targets, splits, meta)
+            meta[k] = [v[i] for i in keep]
+    return Dataset([ds.graphs[i] for i in keep], ds.fields, ds.targets, splits, meta)
 
 
-def check_inputs(inputs: dict, ds: Dataset, doc, name: str) -> None:
-    """Every declared input field exists in the dataset with the same type."""
+def check_inputs(inputs: dict, fields: dict, doc, name: str) -> None:
+    """Every declared input field exists among ``fields`` with the same type: the dataset's fields,
+    or what the task feeds the model (``Task.model_inputs``, e.g. ``simulate``'s position history).
+
+    Raises:
+        SpecError: at the input's line in the spec, naming what the dataset makes instead.
+    """
     for k, t in inputs.items():
-        if k not in ds.fields:
-            have = ", ".join(f"`{f}`: {v}" for f, v in ds.fields.items())
+        if k not in fields:
+            have = ", ".join(f"`{f}`: {v}" for f, v in fields.items())
             raise doc.error(("inputs", k), f"the spec declares input `{k}` but dataset `{name}` has no such field "
                                            f"(it has {have})", key=True)
-        if ds.fields[k] != t:
+        if fields[k] != t:
             raise doc.error(("inputs", k), f"the spec declares `{k}: {t}` but dataset `{name}` gives "
-                                           f"`{k}: {ds.fields[k]}`; write `{k}: {ds.fields[k]}`")
+                                           f"`{k}: {fields[k]}`; write `{k}: {fields[k]}`")
 
 
 __all__ = ["DatasetRef", "SpecError", "check_inputs", "limit_dataset", "resolve_dataset"]

@@ -7,7 +7,8 @@ in all, ``W`` of warm-up):
 * noam (chemprop): ``s < W``: ``a + (1 − a) s / W``; then ``f^((s − W) / (S − W))``
 * cosine: ``s < W``: ``s / W``; then ``f + (1 − f) (1 + cos(π (s − W) / (S − W))) / 2``
 
-with ``a`` = ``start_factor`` and ``f`` = ``final_factor``. ``step`` and ``exponential``
+with ``a`` = ``start_factor`` and ``f`` = ``final_factor``; ``exponential_decay`` (GNS):
+``(1 − m) r^(s/D) + m`` with ``m = min_lr / lr``. ``step`` and ``exponential``
 step once per epoch; ``plateau`` reads the monitored validation metric once per epoch.
 """
 
@@ -57,6 +58,16 @@ class CosineFactor:
         return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+class DecayFactor:
+    """``lr(s) / lr`` of :class:`~graphdl.train.sections.ExponentialDecay`: ``(1 − m) r^(s/D) + m``, ``m = min_lr/lr``."""
+
+    def __init__(self, lr: float, decay_steps: int, rate: float, min_lr: float):
+        self.floor, self.decay_steps, self.rate = min_lr / lr, decay_steps, rate
+
+    def __call__(self, step: int) -> float:
+        return (1 - self.floor) * self.rate ** (step / self.decay_steps) + self.floor
+
+
 @dataclass
 class Schedule:
     """A scheduler and when to step it: ``per_step`` (after each batch) or per epoch;
@@ -92,6 +103,10 @@ def make_schedule(spec, optimizer, *, epochs: int, steps_per_epoch: int, monitor
         warm = int(round(spec.warmup_epochs * steps_per_epoch))
         fn = CosineFactor(warm, total, spec.final_factor)
         return Schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, fn), per_step=True)
+    if isinstance(spec, S.ExponentialDecay):
+        lr = optimizer.param_groups[0]["lr"]
+        fn = DecayFactor(lr, spec.decay_steps, spec.rate, spec.min_lr)
+        return Schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, fn), per_step=True)
     if isinstance(spec, S.Step):
         return Schedule(torch.optim.lr_scheduler.StepLR(optimizer, spec.step_epochs, spec.gamma))
     if isinstance(spec, S.Exponential):
@@ -104,4 +119,4 @@ def make_schedule(spec, optimizer, *, epochs: int, steps_per_epoch: int, monitor
     raise TypeError(f"unknown schedule spec {spec!r}")  # pragma: no cover
 
 
-__all__ = ["CosineFactor", "NoamFactor", "Schedule", "make_optimizer", "make_schedule"]
+__all__ = ["CosineFactor", "DecayFactor", "NoamFactor", "Schedule", "make_optimizer", "make_schedule"]

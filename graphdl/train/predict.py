@@ -34,8 +34,13 @@ def read_smiles_csv(path: str, column: str) -> list[str]:
 
 
 def predict(spec_path: str, checkpoint: str, smiles: list[str], *, device: str = "cpu",
-            batch_size: int = 256) -> tuple[list[str], list[list]]:
-    """Predictions for ``smiles``: ``(header, rows)`` with the SMILES first."""
+            batch_size: int = 256, on_invalid: str = "error") -> tuple[list[str], list[list]]:
+    """Predictions for ``smiles``: ``(header, rows)`` with the SMILES first.
+
+    ``on_invalid``: ``error`` (default) stops at the first SMILES that cannot be featurized,
+    naming it; ``skip`` keeps every row, an invalid one with empty predictions and the reason in
+    an ``error`` column (empty for valid rows).
+    """
     exp = prepare(spec_path)
     ck = C.load(checkpoint)
     C.check_compatible(ck, exp.resolved, checkpoint, model_only=True, spec_file=exp.spec.file)
@@ -45,7 +50,18 @@ def predict(spec_path: str, checkpoint: str, smiles: list[str], *, device: str =
                         f"--smiles/--csv` cannot featurize inputs for this spec")
     if not smiles:
         raise DataError("nothing to predict: give --smiles S [S ...] or --csv FILE")
-    graphs = from_smiles(exp.data.params, smiles)
+    errors: dict[int, str] = {}
+    if on_invalid == "skip":
+        graphs, keep = [], []
+        for i, s in enumerate(smiles):
+            try:
+                graphs.append(exp.data.cls.featurize(exp.data.params, s, row=i))
+                keep.append(i)
+            except DataError as e:
+                errors[i] = str(e)
+    else:
+        graphs = from_smiles(exp.data.params, smiles)
+        keep = list(range(len(smiles)))
     dev = pick_device(device)
     fields = {k: parse_type(v) for k, v in ck.get("data_fields", {}).items()}
     task = make_task_from_fields(exp, fields, ck.get("target_names") or {})
@@ -67,21 +83,30 @@ def predict(spec_path: str, checkpoint: str, smiles: list[str], *, device: str =
             offset += batch.num_graphs
             for k, v in cols.items():
                 columns.setdefault(k, []).extend(v.detach().cpu().tolist())
-    index = columns.pop("index")
+    index = [keep[i] for i in columns.pop("index", [])]
     node = columns.pop("node", None)
-    header = ["smiles"] + (["node"] if node is not None else []) + list(columns)
-    rows = []
+    names = list(columns) or [f"{c}_pred" for c in task.columns]
+    header = ["smiles"] + (["node"] if node is not None else []) + names + (["error"] if on_invalid == "skip" else [])
+    by_input: dict[int, list] = {}
     for j, i in enumerate(index):
         row = [smiles[i]] + ([node[j]] if node is not None else [])
         row += [f"{columns[k][j]:.6g}" if isinstance(columns[k][j], float) else columns[k][j] for k in columns]
-        rows.append(row)
+        by_input.setdefault(i, []).append(row + ([""] if on_invalid == "skip" else []))
+    rows = []
+    for i in range(len(smiles)):  # input order; an invalid input keeps its row
+        if i in errors:
+            rows.append([smiles[i]] + ([""] if node is not None else []) + [""] * len(names) + [errors[i]])
+        else:
+            rows.extend(by_input.get(i, []))
     return header, rows
 
 
 def write_csv(header: list[str], rows: list[list], out: TextIO | str) -> None:
-    if isinstance(out, str):
+    if isinstance(out, str):  # written beside and renamed: a failure leaves an earlier file intact
+        from graphdl.data.cache import atomic_write
+
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", newline="") as f:
+        with atomic_write(out, "w") as f:
             write_csv(header, rows, f)
         return
     w = csv.writer(out, lineterminator="\n")

@@ -22,7 +22,6 @@ killed run finishes with the same metrics as one that was never interrupted.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -33,18 +32,20 @@ from typing import Any
 import torch
 import yaml
 
-from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec
+from graphdl.compile.compiler import GraphModel, Plan, build, plan_spec, resolved_layers
 from graphdl.data.cache import atomic_write
-from graphdl.data.loader import GraphLoader
-from graphdl.errors import InferenceError, KernelUnavailableError, SpecError
+from graphdl.data.loader import GraphLoader, StepLoader
+from graphdl.errors import DataError, InferenceError, KernelUnavailableError, NonFiniteError, SpecError
 from graphdl.spec.model import Spec, parse_spec
 from graphdl.train import checkpoint as C
-from graphdl.train.data import DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.data import PATH_KEYS, DatasetRef, check_inputs, resolve_dataset
+from graphdl.train.nonfinite import CHECK_EVERY, Watch, search, search_eval, snapshot
 from graphdl.train.optim import make_optimizer, make_schedule
 from graphdl.train.plots import learning_curve
 from graphdl.train.progress import Progress, summary_line
+from graphdl.train.rundir import RunDir, check_out, open_run_dir, register_artefact
 from graphdl.train.sections import TrainSection, dataset_parts
-from graphdl.train.splits import FileSplit, make_split, node_masks
+from graphdl.train.splits import FileSplit, check_split_sizes, make_split, node_masks, split_to_rows
 from graphdl.train.tasks import TASKS, Task
 from graphdl.types import Scalar
 
@@ -106,8 +107,9 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
     ds_section = spec.sections["dataset"]
     ds_file, ds_inline = dataset_parts(ds_section)[:2]
     # the file that wrote the path decides what it is relative to (a child may override a base's path)
+    path_key = next((k for k in PATH_KEYS if k in (ds_inline or {})), None)
     ds_key = ("dataset", "spec") if ds_file is not None else (
-        ("dataset", "path") if "path" in (ds_inline or {}) else ("dataset", "type"))
+        ("dataset", path_key) if path_key is not None else ("dataset", "type"))
     data = resolve_dataset(ds_section, doc, _defined_dir(spec, ds_key))
     if split_file is not None:
         data.split = FileSplit(path=os.path.abspath(split_file))
@@ -124,23 +126,7 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
 def resolve(exp: Experiment) -> dict:
     """The resolved spec (plain data; see the module docstring)."""
     spec, plan = exp.spec, exp.plan
-    layers = []
-    seen = set()
-    for step in plan.steps:
-        e = step.entry
-        if e.index in seen:
-            continue
-        seen.add(e.index)
-        entry = step.params.model_dump(mode="json")
-        if e.repeat != 1:
-            entry["repeat"] = e.repeat
-        if e.share_weights:
-            entry["share_weights"] = True
-        if e.residual:
-            entry["residual"] = True
-        if e.label:
-            entry["label"] = e.label
-        layers.append(entry)
+    layers = resolved_layers(plan)
     out: dict[str, Any] = {"graphdl": 1}
     if spec.name:
         out["name"] = spec.name
@@ -164,6 +150,30 @@ def resolve(exp: Experiment) -> dict:
     return out
 
 
+def check_experiment(exp: Experiment) -> bool:
+    """What ``graphdl check`` can verify of an experiment without reading data: the spec's inputs
+    against the fields the dataset type says it makes, and the task against those fields and the
+    model's outputs. Returns False when the dataset type cannot tell its fields without loading.
+
+    Raises:
+        SpecError: at the input or task line that does not fit.
+    """
+    fields = exp.data.cls.fields(exp.data.params)
+    if fields is None:
+        return False
+    dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
+    names_of = getattr(exp.data.cls, "target_names", None)
+    target_field = getattr(exp.data.params, "target_field", None)
+    names = {target_field: names_of(exp.data.params)} if names_of is not None and target_field else {}
+    task = make_task_from_fields(exp, fields, names)
+    try:
+        task.check_model(dict(exp.spec.inputs))
+    except InferenceError as e:
+        raise exp.spec.doc.error(("task",), str(e)) from None
+    check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(fields)), exp.spec.doc, dname)
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,8 +184,14 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_task(exp: Experiment, dataset) -> Task:
-    """The spec's task bound to the dataset's fields and the model's outputs."""
-    return make_task_from_fields(exp, dataset.fields, (dataset.meta or {}).get("target_names") or {})
+    """The spec's task bound to the dataset's fields, metadata and the model's inputs and outputs."""
+    task = make_task_from_fields(exp, dataset.fields, (dataset.meta or {}).get("target_names") or {})
+    try:
+        task.bind_meta(dict(dataset.meta or {}))
+        task.check_model(dict(exp.spec.inputs))
+    except InferenceError as e:
+        raise exp.spec.doc.error(("task",), str(e)) from None
+    return task
 
 
 def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> Task:
@@ -187,17 +203,29 @@ def make_task_from_fields(exp: Experiment, fields: dict, target_names: dict) -> 
 
 
 # ----------------------------------------------------------------------------- epochs
+class _Diverged(Exception):
+    """Raised by :func:`run_epoch` when its watch saw a non-finite loss or parameter."""
+
+    def __init__(self, step: int):
+        self.step = step  # first bad step (0-based), or -1 when only the parameters showed it
+
+
 def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, device, grad_clip, progress,
               epoch: int, epochs: int) -> float:
-    """One pass over the training batches; returns the row-weighted mean loss."""
+    """One pass over the training batches; returns the row-weighted mean loss.
+
+    Raises:
+        _Diverged: a loss or a parameter went non-finite (read every ``CHECK_EVERY`` steps and
+            at the end; see :mod:`graphdl.train.nonfinite`).
+    """
     model.train()
     task.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = 0
+    watch = Watch(device)
     for i, batch in enumerate(progress.epoch(loader, len(loader), epoch, epochs)):
         batch = batch.to(device)
-        out = model(batch)
-        loss = task.loss(out, batch)
+        loss = task.train_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -205,25 +233,45 @@ def run_epoch(model: GraphModel, task: Task, loader: GraphLoader, opt, sched, de
         opt.step()
         if sched.per_step:
             sched.scheduler.step()
+        watch.step(i, loss)
         n = task.rows(batch)
         total += loss.detach().double() * n
         rows += n
+        if (i + 1) % CHECK_EVERY == 0 and (bad := watch.failed(model)) is not None:
+            raise _Diverged(bad)
         if progress.bars and i % 5 == 0:
             progress.loss(float(total) / max(rows, 1))
+    if (bad := watch.failed(model)) is not None:
+        raise _Diverged(bad)
     return float(total) / max(rows, 1)
 
 
+def _check_eval(model, task, data: EvalSet, result: dict, what: str, epoch: int | None) -> None:
+    """Stop on a non-finite evaluation loss, naming the batch and block (metrics such as r2 may be NaN)."""
+    loss = result.get("loss")
+    if loss is None or math.isfinite(loss):
+        return
+    where = search_eval(model, task, data.batches) or "not located (the forward passes were finite when re-run)"
+    at = f" after epoch {epoch}" if epoch is not None else ""
+    raise NonFiniteError(f"the {what} loss is {loss}{at}; {where}")
+
+
 class EvalSet:
-    """A split's graphs collated once, in order, on the device (reused every epoch: the CSR and
+    """A split's dataset graphs collated once, in order, on the device (reused every epoch: the CSR and
     other per-batch caches are built once too). Drawing nothing from torch's generator (the
     loader gets a seed), it leaves the training's random stream as it was."""
 
-    def __init__(self, graphs: list, index: list[int], batch_size: int, device):
+    def __init__(self, graphs: list, index: list[int], batch_size: int, device, task: Task | None = None,
+                 split: str = "val"):
         self.index = list(index)
+        self.split = split
+        """``val`` or ``test`` (a task may evaluate them differently: short or full rollouts)."""
         self.batches: list[tuple] = []
         start = 0
         ids_all = torch.tensor(self.index, dtype=torch.long)
-        for batch in GraphLoader([graphs[i] for i in self.index], batch_size, shuffle=False, seed=0):
+        examples = task.examples(graphs, self.index, training=False) if task is not None else \
+            [graphs[i] for i in self.index]
+        for batch in GraphLoader(examples, batch_size, shuffle=False, seed=0):
             n = batch.num_graphs
             self.batches.append((batch.to(device), ids_all[start:start + n].to(device)))
             start += n
@@ -231,25 +279,8 @@ class EvalSet:
 
 def evaluate(model: GraphModel, task: Task, data: EvalSet, row_mask: str | None = None) -> tuple[dict, dict]:
     """Loss and metrics over ``data`` (only its ``row_mask`` nodes, if given), and the collected predictions."""
-    model.eval()
-    task.eval()
-    if not data.index:
-        return {}, {}
     task.row_mask = row_mask
-    parts: dict[str, list] = {}
-    total, rows = 0.0, 0
-    ctx = torch.enable_grad() if task.grad_in_eval else torch.no_grad()
-    with ctx:
-        for batch, ids in data.batches:
-            out = model(batch)
-            n = task.rows(batch)
-            total += float(task.loss(out, batch).detach()) * n
-            rows += n
-            for k, v in task.collect(out, batch, ids).items():
-                parts.setdefault(k, []).append(v.detach().cpu())
-    collected = {k: torch.cat(v) for k, v in parts.items()}
-    result = {"loss": total / max(rows, 1), **task.metrics(collected)}
-    return result, collected
+    return task.evaluate(model, data)
 
 
 def _improved(value: float, best: float | None, higher: bool, min_delta: float) -> bool:
@@ -266,35 +297,19 @@ def _write_json(path: str, data: dict) -> None:
         f.write("\n")
 
 
-def _write_predictions(path: str, table: dict[str, list], dataset) -> None:
-    meta = dataset.meta or {}
-    rows_of = meta.get("rows")
-    smiles = meta.get("smiles")
-    mol_of = meta.get("molecule_of_graph")  # several graphs (conformers) per molecule
-    if smiles is not None and mol_of is not None:
-        smiles = [smiles[m] for m in mol_of]
-    index = table.pop("index")
-    header = ["row"] + (["node"] if "node" in table else []) + (["smiles"] if smiles is not None else [])
-    node = table.pop("node", None)
-    header += list(table)
-    with atomic_write(path, "w") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        for j, i in enumerate(index):
-            row: list = [rows_of[i] if rows_of is not None else i]
-            if node is not None:
-                row.append(node[j])
-            if smiles is not None:
-                row.append(smiles[i])
-            row += [f"{v:.6g}" if isinstance(v, float) else v for k, v in ((k, table[k][j]) for k in table)]
-            w.writerow(row)
-
-
 # -------------------------------------------------------------------------------- run
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
-        progress: Progress | None = None) -> dict:
-    """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data."""
+        progress: Progress | None = None, overwrite: bool = False) -> dict:
+    """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
+
+    ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
+    this run has finished); see :mod:`graphdl.train.rundir` for what a failed run leaves behind.
+
+    Raises:
+        SpecError, DataError: before anything is written to ``out``.
+        RunDirError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` was given.
+    """
     t_start = time.perf_counter()
     progress = progress or Progress()
     exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit)
@@ -302,25 +317,28 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     doc = exp.spec.doc
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
-    dev = pick_device(tr.device)
+    try:
+        pick_device(tr.device)  # an unavailable device fails before anything is loaded
+    except KernelUnavailableError as e:
+        if device is None:  # the spec asked for it: point at its line
+            raise doc.error(("train", "device"), str(e).replace("`--device cuda` was asked for",
+                                                                "`device: cuda` is asked for")
+                            .replace("use `--device cpu`", "write `device: cpu` (or `auto`), or pass `--device cpu`")
+                            ) from None
+        raise
     out = out or os.path.join("runs", exp.name)
-    os.makedirs(out, exist_ok=True)
-    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    held = check_out(out, resume=resume, overwrite=overwrite)  # before anything is loaded or written
     run_digest = C.digest(exp.resolved)
     model_digest = C.digest(C.model_part(exp.resolved))
 
     ck = None
     if resume:
-        if os.path.exists(last_path):
-            ck = C.load(last_path)
-            C.check_compatible(ck, exp.resolved, last_path, model_only=False, spec_file=exp.spec.file)
+        if os.path.exists(os.path.join(out, "last.pt")):
+            ck = C.load(os.path.join(out, "last.pt"))
+            C.check_compatible(ck, exp.resolved, os.path.join(out, "last.pt"), model_only=False,
+                               spec_file=exp.spec.file)
         else:
             progress.line(f"note: {out} holds no last.pt to resume from; starting from epoch 1")
-    elif os.path.exists(last_path):
-        progress.line(f"note: {out} holds an earlier run; it is overwritten (pass --resume to continue it)")
-        for name in ("best.pt", "metrics.json", "timing.json", "test_predictions.csv", "learning_curve.png"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
 
     dataset = exp.data.load()
     dname = getattr(exp.data.params, "name", None) or exp.data.cls.name
@@ -333,12 +351,9 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         shown = "; ".join(f"row {r}: {why}" for r, why in skipped[:5])
         progress.line(f"note: skipped {len(skipped)} invalid row(s) (on_invalid: skip): {shown}"
                       + (" ..." if len(skipped) > 5 else ""))
-    check_inputs(dict(exp.spec.inputs), dataset, doc, dname)
     task = make_task(exp, dataset)
+    check_inputs(dict(exp.spec.inputs), task.model_inputs(dict(dataset.fields)), doc, dname)
     split = make_split(exp.data.split, dataset, seed=tr.seed, base_dir=_spec_dir(exp.spec))
-    if not split["train"]:
-        raise doc.error(("dataset", "split"), f"the split leaves no training graphs (dataset `{dname}` has "
-                                              f"{len(dataset)})")
     masks = node_masks(exp.data.split)
     if masks is not None:
         if getattr(task, "level", "graph") != "node":
@@ -348,18 +363,52 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         sizes = {k: sum(int(dataset.graphs[i][masks[k]].sum()) for i in v) for k, v in split.items()}
     else:
         sizes = {k: len(v) for k, v in split.items()}
+    unit = "nodes" if masks is not None else "graphs"
+    total = sum(sizes.values()) if masks is not None else len(dataset)
+    try:
+        split_warnings = check_split_sizes(exp.data.split, sizes, total, unit)
+    except DataError as e:
+        raise doc.error(("dataset", "split"), f"{e} (dataset `{dname}`)") from None
+    for w in split_warnings:
+        progress.line(w)
     phase = {k: (masks[k] if masks else None) for k in ("train", "val", "test")}
 
+    # every check passed: only now is anything written (see graphdl.train.rundir)
+    for name in task.artefacts:
+        register_artefact(name)
+    rd = open_run_dir(out, overwrite=overwrite, held=held)
+    if rd.staged:
+        progress.line(f"note: {out} holds {held}; training in {rd.work}, which replaces it when this run finishes")
+    try:
+        metrics = _train(exp, rd, ck, dataset, dname, task, split, sizes, masks, phase, run_digest, model_digest,
+                         progress, t_start)
+    except BaseException:
+        rd.abandon()
+        raise
+    rd.finish()
+    return metrics
+
+
+def _train(exp: Experiment, rd: RunDir, ck, dataset, dname, task, split, sizes, masks, phase, run_digest,
+           model_digest, progress, t_start) -> dict:
+    """Train, select and evaluate into ``rd.work`` (the checks of :func:`run` have passed)."""
+    tr, out = exp.train, rd.out
+    dev = pick_device(tr.device)
+    last_path, best_path = rd.path("last.pt"), rd.path("best.pt")
     torch.manual_seed(tr.seed)
     model = build(exp.plan)
     graphs = dataset.graphs
     task.row_mask = phase["train"]
-    task.fit([graphs[i] for i in split["train"]])
+    train_examples = task.examples(graphs, split["train"], training=True)
+    task.fit(train_examples)
+    task.prepare_model(model)
     model.to(dev)
     task.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(tr.optimizer, model.parameters())
-    train_loader = GraphLoader([graphs[i] for i in split["train"]], tr.batch_size, shuffle=True, seed=tr.seed)
+    train_loader = GraphLoader(train_examples, tr.batch_size, shuffle=True, seed=tr.seed)
+    if tr.steps_per_epoch is not None:
+        train_loader = StepLoader(train_loader, tr.steps_per_epoch)
     sched = make_schedule(tr.schedule, opt, epochs=tr.epochs, steps_per_epoch=len(train_loader),
                           monitor_higher=task.monitor_higher)
     eval_bs = tr.eval_batch_size or tr.batch_size
@@ -379,14 +428,16 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
                 state[k] = ck[k]
         progress.line(f"resuming {out} after epoch {state['epoch']}")
 
-    _write_text(os.path.join(out, "spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    _write_text(rd.path("spec.yaml"), yaml.safe_dump(exp.resolved, sort_keys=False))
+    if masks is None:  # the split in source rows: `--split-file DIR/split.json` (or chemprop) reuses it
+        _write_json(rd.path("split.json"), split_to_rows(split, dataset))
     split_desc = exp.data.split.type + (f" seed {exp.data.split.seed if getattr(exp.data.split, 'seed', None) is not None else tr.seed}"
                                         if exp.data.split.type in ("random", "scaffold") else "")
     progress.line(f"run `{exp.name}`: dataset {dname} ({len(dataset)} graphs; {split_desc} split "
                   f"{sizes['train']}/{sizes['val']}/{sizes['test']}), {n_params:,} parameters, {task.name} "
                   f"monitoring val {task.monitor}, device {dev.type}, seed {tr.seed}, out {out}")
 
-    val_set = EvalSet(graphs, split["val"], eval_bs, dev)
+    val_set = EvalSet(graphs, split["val"], eval_bs, dev, task, "val")
     es = tr.early_stopping
     has_val = bool(split["val"])
     metric_keys = [k for k in getattr(exp.task_params, "metrics", [])]
@@ -395,9 +446,16 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch - 1)
         task.row_mask = phase["train"]
-        train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch, tr.epochs)
+        start = snapshot(model, task, opt, sched)
+        try:
+            train_loss = run_epoch(model, task, train_loader, opt, sched, dev, tr.grad_clip, progress, epoch,
+                                   tr.epochs)
+        except _Diverged as d:
+            _stop_diverged(d, model, task, train_loader, opt, sched, tr.grad_clip, dev, start, epoch, rd, state)
         evaluated = epoch % tr.eval_every == 0 or epoch == tr.epochs
         val = evaluate(model, task, val_set, phase["val"])[0] if evaluated else {}
+        if evaluated:
+            _check_eval(model, task, val_set, val, "validation", epoch)
         value = val.get(task.monitor) if has_val and evaluated else None
         if sched.scheduler is not None and not sched.per_step:
             if sched.on_metric:
@@ -446,9 +504,10 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     model.load_state_dict(best_ck["model"])
     task.load_state_dict(best_ck["task"])
     final_val, _ = evaluate(model, task, val_set, phase["val"])
-    final_test, collected = evaluate(model, task, EvalSet(graphs, split["test"], eval_bs, dev), phase["test"])
-    if collected:
-        _write_predictions(os.path.join(out, "test_predictions.csv"), task.table(collected), dataset)
+    test_set = EvalSet(graphs, split["test"], eval_bs, dev, task, "test")
+    final_test, collected = evaluate(model, task, test_set, phase["test"])
+    _check_eval(model, task, test_set, final_test, "test", None)
+    task.write_artefacts(rd.path, collected, dataset)
     metrics = {
         "spec": exp.name,
         "spec_digest": run_digest,
@@ -463,15 +522,60 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
         "stopped_early": state["stopped"],
         "final": {"val": final_val, "test": final_test},
     }
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    _write_json(rd.path("metrics.json"), metrics)
     total = time.perf_counter() - t_start
-    _write_json(os.path.join(out, "timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
-    learning_curve(state["history"], task.monitor if has_val else "loss", os.path.join(out, "learning_curve.png"),
+    _write_json(rd.path("timing.json"), {"epoch_seconds": state["seconds"], "total_seconds": total})
+    _write_json(rd.path("run.json"), run_record(exp, metrics, dev, total))
+    learning_curve(state["history"], task.monitor if has_val else "loss", rd.path("learning_curve.png"),
                    state["best"]["epoch"] if has_val else None, exp.name)
     show = ["loss", *metric_keys]
     test_txt = " ".join(f"{k} {final_test[k]:.4f}" for k in show if k in final_test)
     progress.line(f"best epoch {state['best']['epoch']}: test {test_txt}  ({total:.1f}s; artefacts in {out})")
     return metrics
+
+
+def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
+    """``run.json``: what made this run and what it gave, for a reader who was not there."""
+    import platform
+    import sys
+
+    import graphdl
+
+    return {
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "spec": exp.spec.file,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()},
+        "dataset": metrics["dataset"],
+        "split": metrics["split"],
+        "seed": metrics["seed"],
+        "parameters": metrics["parameters"],
+        "best_epoch": metrics["best_epoch"],
+        "final": metrics["final"],
+        "artefacts": {"spec.yaml": "the resolved spec (graphdl run DIR/spec.yaml repeats the run)",
+                      "metrics.json": "per-epoch and final metrics", "best.pt": "weights of the best epoch",
+                      "last.pt": "everything needed to --resume", "test_predictions.csv": "test-split predictions",
+                      "learning_curve.png": "training and validation curves", "timing.json": "seconds per epoch"},
+    }
+
+
+def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
+                   rd: RunDir, state: dict) -> None:
+    """Locate a non-finite training step by replaying the epoch, then stop with one line."""
+    where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step)
+    if where is None:
+        where = (f"batch {d.step + 1} of {len(loader)} (the replay did not reproduce it: the run is not "
+                 f"deterministic here)" if d.step >= 0 else "not located by the replay")
+    if rd.staged:
+        kept = f"{rd.out} keeps the earlier run unchanged"
+    elif state["epoch"]:
+        kept = f"the weights after epoch {state['epoch']} are in {rd.path('last.pt')}"
+    else:
+        kept = "no epoch finished"
+    raise NonFiniteError(f"training stopped in epoch {epoch}, {where}; {kept}. Lower `train.optimizer.lr`, set "
+                         f"`train.grad_clip`, or check that batch's inputs")
 
 
 def _write_text(path: str, text: str) -> None:

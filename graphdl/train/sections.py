@@ -121,7 +121,18 @@ class Plateau(_Section):
     min_lr: NonNegativeFloat = 1e-6
 
 
-ScheduleSpec = Annotated[Constant | Noam | Cosine | Step | Exponential | Plateau, Field(discriminator="type")]
+class ExponentialDecay(_Section):
+    """Per step ``s``: ``lr(s) = (lr − min_lr) · rate^(s / decay_steps) + min_lr`` (GNS: 1e-4 →
+    1e-6, ``rate`` 0.1 per 5M steps; TensorFlow's ``exponential_decay`` plus a floor)."""
+
+    type: Literal["exponential_decay"] = "exponential_decay"
+    decay_steps: PositiveInt = 5_000_000
+    rate: PositiveFloat = 0.1
+    min_lr: NonNegativeFloat = 1e-6
+
+
+ScheduleSpec = Annotated[Constant | Noam | Cosine | Step | Exponential | Plateau | ExponentialDecay,
+                         Field(discriminator="type")]
 
 
 class EarlyStopping(_Section):
@@ -140,6 +151,11 @@ class TrainSection(_Section):
     still counts epochs) and a metric-driven schedule act on those epochs only."""
 
     epochs: PositiveInt = 50
+    steps_per_epoch: PositiveInt | None = None
+    """An epoch is this many training steps (batches drawn from endless shuffled passes over the
+    training examples) instead of one pass: validation, checkpoints and per-epoch schedules then
+    act every ``steps_per_epoch`` steps (GNS trains for millions of steps over a few thousand
+    windows)."""
     batch_size: PositiveInt = 50
     eval_batch_size: PositiveInt | None = None
     eval_every: PositiveInt = 1

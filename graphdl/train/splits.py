@@ -40,8 +40,13 @@ class _SplitBase(BaseModel):
 
 
 def _check_fractions(v):
-    if len(v) != 3 or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
-        raise ValueError(f"`fractions` must be three non-negative numbers (train, val, test) summing to 1, found {list(v)}")
+    """Runs before pydantic's tuple parsing, so a list of two says "three fractions", not "missing key 2"."""
+    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    if not ok or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+        found = list(v) if isinstance(v, (list, tuple)) else v
+        raise ValueError(f"`fractions` must be three non-negative numbers (train, val, test) summing to 1, "
+                         f"found {found}; e.g. `fractions: [0.8, 0.1, 0.1]`")
     return v
 
 
@@ -52,7 +57,7 @@ class RandomSplit(_SplitBase):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int | None = None
 
-    _v = field_validator("fractions")(_check_fractions)
+    _v = field_validator("fractions", mode="before")(_check_fractions)
 
 
 class ScaffoldSplit(_SplitBase):
@@ -68,7 +73,7 @@ class ScaffoldSplit(_SplitBase):
     seed: int | None = None
     balanced: bool = True
 
-    _v = field_validator("fractions")(_check_fractions)
+    _v = field_validator("fractions", mode="before")(_check_fractions)
 
 
 class FileSplit(_SplitBase):
@@ -112,7 +117,7 @@ class NodeRandomSplit(_SplitBase):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int | None = None
 
-    _v = field_validator("fractions")(_check_fractions)
+    _v = field_validator("fractions", mode="before")(_check_fractions)
 
 
 SplitSpec = Annotated[
@@ -312,6 +317,50 @@ def make_split(spec, dataset, *, seed: int, base_dir: str = ".") -> dict[str, li
     raise TypeError(f"unknown split spec {spec!r}")  # pragma: no cover
 
 
+MIN_EVAL = 10
+"""Fewer validation or test rows than this draw a warning: metrics on so few are noise."""
+
+
+def check_split_sizes(spec, sizes: dict[str, int], total: int, unit: str = "graphs") -> list[str]:
+    """Refuse a split the run cannot use; return warning lines for degenerate ones.
+
+    The run trains on train, selects its best epoch on val and reports test, so each must hold
+    at least one row. Warnings: val or test with fewer than :data:`MIN_EVAL` rows (one row
+    leaves r² and correlations undefined), and group splits (scaffold) whose sizes are far from
+    the requested fractions because one group is larger than a whole share.
+
+    Raises:
+        DataError: one line naming the sizes, the fractions asked for and the fix.
+    """
+    shown = "/".join(str(sizes[k]) for k in SPLIT_NAMES)
+    fractions = getattr(spec, "fractions", None)
+    asked = f" from fractions {list(fractions)}" if fractions is not None else ""
+    empty = [k for k in SPLIT_NAMES if sizes[k] == 0]
+    if empty:
+        need = {"train": "train on", "val": "select the best epoch on", "test": "report"}
+        why = "; ".join(f"`{k}` is needed to {need[k]}" for k in empty)
+        fix = ("use fractions such as [0.8, 0.1, 0.1] (each share must hold at least one of the "
+               f"{total} {unit})" if fractions is not None else "give every split at least one row")
+        if isinstance(spec, ScaffoldSplit):
+            fix += ", or a random split: scaffold groups are indivisible"
+        raise DataError(f"the {spec.type} split gives {shown} {unit} (train/val/test){asked}, and {' and '.join(empty)} "
+                        f"is empty ({why}); {fix}")
+    warnings = []
+    few = [k for k in ("val", "test") if sizes[k] < MIN_EVAL]
+    if few:
+        one = " (r2 and correlations are undefined on one)" if any(sizes[k] == 1 for k in few) else ""
+        warnings.append(f"warning: the {spec.type} split gives {shown} {unit} (train/val/test): "
+                        f"{' and '.join(few)} hold{'s' if len(few) == 1 else ''} fewer than {MIN_EVAL}{one}, so "
+                        f"their metrics are noise; use larger val/test fractions or more data")
+    if isinstance(spec, ScaffoldSplit) and fractions is not None and total:
+        off = max(abs(sizes[k] / total - f) for k, f in zip(SPLIT_NAMES, fractions))
+        if off > 0.1:
+            warnings.append(f"warning: the scaffold split gives {shown} {unit} (train/val/test), far from the "
+                            f"fractions {list(fractions)} asked for: a scaffold group is larger than a share "
+                            f"(acyclic molecules all share the empty scaffold); check the sizes or use a random split")
+    return warnings
+
+
 def node_masks(spec) -> dict[str, str] | None:
     """For node-level splits, the boolean node field of each split; ``None`` for graph splits."""
     if isinstance(spec, NodeMaskSplit):
@@ -345,6 +394,7 @@ def split_to_rows(split: dict[str, list[int]], dataset) -> dict[str, list[int]]:
 
 __all__ = [
     "ColumnSplit",
+    "check_split_sizes",
     "NodeMaskSplit",
     "NodeRandomSplit",
     "node_masks",

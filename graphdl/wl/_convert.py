@@ -13,8 +13,11 @@ Labels:
   labels), else no labels; a string names another node field; ``False`` ignores labels.
   ``edge_labels`` names an edge field (``None``/``False``: no edge labels).
 * networkx: ``node_labels`` / ``edge_labels`` name node / edge attributes (``None``: none).
-  Labels are compared through ``str(value)``, exactly as ``networkx.weisfeiler_lehman_graph_hash``
-  does, so ``1`` and ``"1"`` are the same label.
+
+Labels are compared **by value** (:mod:`graphdl.wl._labels`): ``-0.0 == 0.0``, ``1 == 1.0``,
+arrays element-wise, NaN refused; the number ``1`` and the string ``"1"`` differ. (networkx's
+``weisfeiler_lehman_graph_hash`` compares ``str(value)`` instead; the two agree whenever
+``str`` is one-to-one on the labels present, e.g. strings or integers.)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from graphdl.data.graph import Graph
 from graphdl.errors import DataError
+from graphdl.wl._labels import field_rows, label_ids, label_key, rows_common
 
 
 @dataclass
@@ -76,17 +80,15 @@ def _field_rows(g: Graph, key: str, space: str) -> np.ndarray:
     if key not in g.fields:
         have = ", ".join(g.keys(space)) or "none"
         raise DataError(f"graph has no {space} field `{key}` to use as WL labels ({space} fields: {have})")
-    v = g.fields[key].detach().cpu()
-    if v.is_complex():
-        raise DataError(f"field `{key}` is complex; WL labels need real or integer values")
-    return v.reshape(v.shape[0], int(np.prod(v.shape[1:]))).to(torch.float64).numpy()
+    return field_rows(g.fields[key], f"{space} field `{key}`")
 
 
-def _nx_label(data: dict, where, attr: str, what: str) -> str:
+def _nx_label(data: dict, where, attr: str, what: str) -> tuple:
     try:
-        return str(data[attr])
+        value = data[attr]
     except KeyError:
         raise DataError(f"{what} {where!r} has no attribute `{attr}` to use as a WL label") from None
+    return label_key(value, f"{what} {where!r} attribute `{attr}`")
 
 
 def pack(
@@ -179,12 +181,11 @@ def pack(
 def _label_ids(rows: list, what: str) -> tuple[np.ndarray, int]:
     if not rows:
         return np.zeros(0, np.int64), 1
-    if any(isinstance(r, list) for r in rows):  # networkx: strings
+    if any(isinstance(r, list) for r in rows):  # networkx: canonical label keys
         flat = [x for r in rows for x in r]
         if not flat:
             return np.zeros(0, np.int64), 1
-        uniq, inv = np.unique(np.asarray(flat, dtype=object).astype(str), return_inverse=True)
-        return inv.astype(np.int64).reshape(-1), len(uniq)
+        return label_ids(flat)
     widths = {r.shape[1] for r in rows if len(r)}
     if len(widths) > 1:
         raise DataError(
@@ -192,11 +193,10 @@ def _label_ids(rows: list, what: str) -> tuple[np.ndarray, int]:
             f"graphs compared by WL need the same {what} label field layout"
         )
     width = widths.pop() if widths else 0
+    rows = rows_common(rows, f"{what} labels")
     mat = np.concatenate([r.reshape(len(r), width) for r in rows]) if rows else np.zeros((0, 0))
     if mat.shape[1] == 0 or len(mat) == 0:
         return np.zeros(len(mat), np.int64), 1
-    if not np.isfinite(mat).all():
-        raise DataError(f"{what} labels contain NaN or infinite values")
     uniq, inv = np.unique(mat, axis=0, return_inverse=True)
     return inv.astype(np.int64).reshape(-1), len(uniq)
 
@@ -217,13 +217,14 @@ def graph_from_networkx(G, vocab: Sequence | None = None, attr: str = "label") -
     if vocab is None:
         x = torch.ones(len(nodes), 1)
     else:
-        pos = {str(v): i for i, v in enumerate(vocab)}
+        pos = {label_key(v, "a vocabulary entry"): i for i, v in enumerate(vocab)}
         ids = []
         for u in nodes:
-            lab = str(G.nodes[u].get(attr, ""))
-            if lab not in pos:
-                raise DataError(f"node {u!r} has label `{lab}` outside the vocabulary {list(vocab)}")
-            ids.append(pos[lab])
+            lab = G.nodes[u].get(attr, "")
+            key = label_key(lab, f"node {u!r} attribute `{attr}`")
+            if key not in pos:
+                raise DataError(f"node {u!r} has label {lab!r} outside the vocabulary {list(vocab)}")
+            ids.append(pos[key])
         x = torch.nn.functional.one_hot(torch.tensor(ids, dtype=torch.long), len(vocab)).float()
         x = x.reshape(len(nodes), len(vocab))
     return Graph(torch.from_numpy(np.ascontiguousarray(ei)), len(nodes), {"node.x": x})
@@ -236,7 +237,7 @@ def graph_to_networkx(g: Graph, attr: str = "label"):
     G = nx.Graph()
     G.add_nodes_from(range(g.num_nodes))
     if "node.x" in g.fields and g.num_nodes:
-        rows = g.fields["node.x"].detach().cpu().reshape(g.num_nodes, -1).to(torch.float64).numpy()
+        rows = field_rows(g.fields["node.x"], "node field `node.x`")
         _, inv = np.unique(rows, axis=0, return_inverse=True)
         nx.set_node_attributes(G, {i: int(c) for i, c in enumerate(inv.reshape(-1))}, attr)
     G.add_edges_from(g.edge_index.t().tolist())

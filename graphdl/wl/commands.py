@@ -97,11 +97,14 @@ def _run(args, specs: list[str]) -> int:
             if not args.quiet:
                 print(f"# {spec} on {fam}: T² threshold {r.threshold:.2f}, {cfg.epochs} epochs, "
                       f"{cfg.relabelings} relabelings, {r.seconds:.1f} s")
+                print("  (+ separated, - not separated, ? unreliable; T²: the paired test of the two graphs' "
+                      "outputs; reliability T²: the same test between relabellings of one graph)")
                 for pr, w1, w3 in zip(r.pairs, r.wl1, r.wl3):
                     mark = "+" if pr.verdict == SEPARATED else "?" if pr.verdict == "unreliable" else "-"
                     print(f"  {mark} {pr.name:32s} {pr.verdict:14s} T²={pr.t2:10.3g}  "
                           f"reliability T²={pr.t2_reliability:8.3g}  1-WL={'yes' if w1 else 'no':3s} "
-                          f"3-WL={'yes' if w3 else 'no'}")
+                          f"3-WL={'yes' if w3 else 'no':3s}  "
+                          f"max|Δ|={pr.max_diff:8.2g} (round-off tol {pr.tolerance:.2g})")
     print(format_table(reports))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -47,6 +48,7 @@ from graphdl.data.graph import Graph
 from graphdl.errors import DataError, did_you_mean
 from graphdl.wl import constructions as C
 from graphdl.wl._convert import graph_from_networkx, graph_to_networkx
+from graphdl.wl._labels import label_key
 from graphdl.wl._smiles import smiles_to_networkx
 
 
@@ -87,9 +89,10 @@ class _Builder:
 
     def build(self) -> list[PairCase]:
         vocab = None
-        if self.labelled:
-            labels = {str(d.get("label", "")) for G1, G2, _ in self.raw for G in (G1, G2) for _, d in G.nodes(data=True)}
-            vocab = sorted(labels)
+        if self.labelled:  # one entry per label value (compared by value), in key order
+            labels = {label_key(d.get("label", "")): d.get("label", "")
+                      for G1, G2, _ in self.raw for G in (G1, G2) for _, d in G.nodes(data=True)}
+            vocab = [labels[k] for k in sorted(labels)]
         out = []
         for G1, G2, meta in self.raw:
             if vocab is not None:
@@ -447,8 +450,8 @@ def _mean_not_max_rows(rng: np.random.Generator, colours: int):
         m2[r, j] -= 1
         m2[s, j] += 1
 
-        def dists(m):
-            return sorted(tuple((row / row.sum()).round(12)) for row in m)
+        def dists(m):  # exact fractions: rounded floats could merge two distributions
+            return sorted(tuple(Fraction(int(x), int(row.sum())) for x in row) for row in m)
 
         if dists(m1) != dists(m2):
             return m1.tolist(), m2.tolist()
@@ -517,9 +520,10 @@ def load_pairs(name_or_path: str, **params) -> list[PairCase]:
         if params:
             raise DataError(f"a pair file takes no parameters, found {', '.join(sorted(params))}")
         return read_pair_file(name_or_path)
+    hint = did_you_mean(name_or_path, FAMILIES)  # "; did you mean `csl`?" or ""
     raise DataError(
-        f"`{name_or_path}` is neither a pair family{did_you_mean(name_or_path, FAMILIES)} nor an existing "
-        f"pair file (families: {', '.join(sorted(FAMILIES))})"
+        f"`{name_or_path}` is neither a pair family nor an existing pair file (families: "
+        f"{', '.join(sorted(FAMILIES))}){hint}"
     )
 
 

@@ -70,7 +70,11 @@ def wl_subtree_kernel(
     phi = wl_feature_matrix(graphs, iterations, node_labels=node_labels, edge_labels=edge_labels)
     k = np.asarray((phi @ phi.T).toarray(), dtype=np.float64)
     if normalize:
-        d = np.sqrt(np.diag(k))
-        d[d == 0] = 1.0
-        k = k / d[:, None] / d[None, :]
+        # k_ij / sqrt(k_ii k_jj), not k_ij / sqrt(k_ii) / sqrt(k_jj): the counts are integers
+        # (exact in float64 below 2^53), so k_ii k_jj is exact and its square root is correctly
+        # rounded; two graphs with equal feature vectors get exactly 1, and so does the diagonal.
+        d = np.diag(k)
+        denom = np.sqrt(np.outer(d, d))
+        denom[denom == 0] = 1.0  # a graph without nodes keeps a zero row
+        k = k / denom
     return torch.from_numpy(k)

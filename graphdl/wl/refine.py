@@ -31,7 +31,10 @@ histograms differ. So, for simple graphs (no self-loops):
 (networkx builds labels by concatenating strings without separators, so with degrees or
 edge labels of two or more digits two different multisets can concatenate to the same
 string — ``"1"+"23"`` and ``"12"+"3"`` — and it merges colours that 1-WL separates; the
-equivalence above holds whenever labels and degrees are single characters. We are exact.)
+equivalence above holds whenever labels and degrees are single characters. We are exact.
+networkx also compares labels as text, ``str(value)``; we compare them by value
+(:mod:`graphdl.wl._labels`: ``-0.0 == 0.0``, ``1 == 1.0``, ``1 != "1"``, NaN refused), so
+the two agree where ``str`` is one-to-one on the labels present.)
 """
 
 from __future__ import annotations

@@ -77,3 +77,18 @@ def test_radius_graph_tiny_cutoff_in_huge_box():
     # 1e9 cells per axis at side = cutoff would overflow int64 keys; the builder widens cells
     pos = torch.tensor([[0.0, 0, 0], [1e-3, 0, 0], [1e6, 1e6, 1e6], [1e6, 1e6, 1e6 + 5e-4]], dtype=torch.float64)
     assert radius_graph(pos, None, 1.5e-3).tolist() == [[1, 0, 3, 2], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_radius_graph_kdtree_and_cell_list_agree(cap):
+    """The two radius-graph methods give the same edges (the k-d tree only proposes pairs; the
+    same float test keeps them), for a batch of graphs at GNS density, ties and a cap included."""
+    g = torch.Generator().manual_seed(5)
+    pos = torch.cat([torch.rand(300, 2, generator=g) * 0.15, torch.rand(200, 2, generator=g) * 0.15 + 5.0,
+                     torch.rand(50, 3, generator=g)[:, :2] * 0.1])
+    pos[10] = pos[11]  # coincident
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([300, 200, 50]))
+    a = radius_graph(pos, batch, 0.015, cap, method="cell_list")
+    b = radius_graph(pos, batch, 0.015, cap, method="kdtree")
+    assert a.size(1) > 1000 and torch.equal(a, b)
+    assert torch.equal(radius_graph(pos, batch, 0.015, cap), b)  # auto on CPU: the k-d tree

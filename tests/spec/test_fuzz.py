@@ -13,6 +13,9 @@ from graphdl.spec.loader import load_spec_text
 from graphdl.spec.model import parse_spec
 
 load_builtin_blocks()
+# the built-in blocks only: test modules that register their own blocks at import would otherwise
+# change the (derandomised) examples with the collection order
+BUILTIN = sorted(n for n, c in BLOCKS.items() if c.__module__.startswith("graphdl.nn."))
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -61,14 +64,14 @@ WORDS = ["sum", "mean", "max", "min", "softmax_attention", "copy", "linear", "ml
          "add", "edge_matrix", "src", "dst", "edge", "self", "agg", "relu", "batch", "layer", "off", "csr",
          "gather", "${inputs.node.h}", "${nope}", "1o", "8x0e + 2x1o", "frame"]
 scalars = (st.integers(-3, 40) | st.booleans() | st.none() | st.floats(allow_nan=True, allow_infinity=True)
-           | st.sampled_from(FIELD_KEYS + WORDS + sorted(BLOCKS)) | st.text(max_size=5))
+           | st.sampled_from(FIELD_KEYS + WORDS + BUILTIN) | st.text(max_size=5))
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
     max_leaves=12,
 )
 layers = st.fixed_dictionaries(
-    {"type": st.sampled_from(sorted(BLOCKS)) | scalars},
+    {"type": st.sampled_from(BUILTIN) | scalars},
     optional={k: values for k in KEYS if k != "type"},
 )
 types = st.integers(-2, 12) | st.sampled_from(["1o", "0e", "4x0e + 2x1o", "frame", "x", "3x9q"]) | st.booleans()
@@ -110,6 +113,10 @@ PLAUSIBLE = {
     "edge_to_node": st.sampled_from(["sum", "mean", "max", "min", "prod"]),
     "node_to_global": st.sampled_from(["sum", "mean", "max"]), "edge_to_global": st.sampled_from(["sum", "max"]),
     "repeat": st.integers(0, 3), "share_weights": st.booleans(), "residual": st.booleans(),
+    # the structure-module blocks
+    "frame": st.sampled_from(["node.frame", "node.frame", "node.h"]), "pair": st.sampled_from([None, "edge.z", "edge.e"]),
+    "scalar_qk": dims, "scalar_v": dims, "points_qk": dims, "points_v": dims, "max_offset": dims,
+    "part": st.sampled_from(["rotation", "all", "x"]),
 }
 part = st.sampled_from(["src", "dst", "edge", "self", "agg", "node", "global", "edges", "nodes", "x"])
 
@@ -143,16 +150,22 @@ def _layer_for(t: str):
                                             **{k: PLAUSIBLE.get(k, values) for k in required + keys}}))
 
 
-plausible_layer = st.sampled_from(sorted(BLOCKS)).flatmap(_layer_for)
+plausible_layer = st.sampled_from(BUILTIN).flatmap(_layer_for)
 RESULTS: dict[str, int] = {}
 
 
-@SETTINGS
+# the structure-module blocks (ipa, backbone_update, ...) read their own default fields: half the stacks
+# also carry those, so these blocks reach the planner too
+FRAME_FIELDS = {"node.s": 8, "node.frame": "frame", "edge.z": 4, "node.residue_index": 1}
+
+
+@settings(SETTINGS, max_examples=400)  # the planned share (below) of 400 draws varies less than of 200
 @given(st.lists(plausible_layer, min_size=1, max_size=3),
        st.dictionaries(st.sampled_from(["node.h", "edge.e", "graph.u", "node.pos"]),
-                       st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4))
-def test_plausible_stacks_only_raise_spec_error(layers, inputs):
-    spec = {"graphdl": 1, "inputs": inputs, "model": {"layers": layers}}
+                       st.integers(1, 8) | st.just("1o"), min_size=1, max_size=4),
+       st.booleans())
+def test_plausible_stacks_only_raise_spec_error(layers, inputs, frames):
+    spec = {"graphdl": 1, "inputs": {**inputs, **(FRAME_FIELDS if frames else {})}, "model": {"layers": layers}}
     try:
         plan_spec(parse_spec(spec))
         RESULTS["planned"] = RESULTS.get("planned", 0) + 1
@@ -166,7 +179,10 @@ def test_plausible_stacks_reach_the_planner():
     """The generator above is only useful if many stacks pass validation and get planned."""
     if not RESULTS:
         test_plausible_stacks_only_raise_spec_error()
-    assert RESULTS.get("planned", 0) >= 20, RESULTS
+    # the planner is reached by many stacks: ≥ 30 of the 400 (measured 34-37 whatever ran before; the share
+    # fell from the 10% of 200 draws as the registry grew with blocks that need fields this generator
+    # rarely offers: geometric, irreps and frame blocks)
+    assert RESULTS.get("planned", 0) >= 30, RESULTS
 
 
 @SETTINGS

@@ -59,3 +59,34 @@ def tiny(tmp_path, freesolv_rows):
         return os.fspath(path)
 
     return make
+
+
+SLEEP_BLOCK = '''
+import time
+from graphdl.nn.base import Block, BlockParams, Signature, register_block
+
+@register_block("test_sleep")
+class Sleep(Block):
+    """Slows every forward pass down so that a test can kill the run in the middle of an epoch."""
+
+    class Params(BlockParams):
+        seconds: float = 0.04
+
+    @classmethod
+    def infer(cls, p, fields, ctx):
+        return Signature({}, {})
+
+    def forward(self, g, f):
+        time.sleep(self.p.seconds)
+        return {}
+'''
+
+
+@pytest.fixture
+def sleep_block():
+    """``write(dir)``: put ``sleep_block.py`` (block ``test_sleep``, a slow no-op) into ``dir``."""
+
+    def write(d) -> None:
+        (d / "sleep_block.py").write_text(SLEEP_BLOCK)
+
+    return write

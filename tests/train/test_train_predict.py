@@ -41,6 +41,8 @@ def test_predict_reproduces_test_predictions(trained, capsys):
     got = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["smiles"] for r in got] == smiles
     for r in got:
+        # both printed with %.6g: a float32 prediction from another batch can flip the 6th digit, ≤ 1e-5
+        # relative
         assert float(r["y_pred"]) == pytest.approx(want[r["smiles"]], rel=1e-5, abs=1e-5)
 
 

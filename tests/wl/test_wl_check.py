@@ -34,7 +34,7 @@ def _verdicts(report):
 
 
 def test_threshold_matches_brec():
-    assert t2_threshold(32, 16) == pytest.approx(72.34, abs=0.005)
+    assert t2_threshold(32, 16) == pytest.approx(72.34, abs=0.005)  # BREC prints 2 decimals: ±0.005
     with pytest.raises(Exception, match="more relabelings than output dims"):
         t2_threshold(16, 16)
 
@@ -44,6 +44,7 @@ def test_hotelling_t2_formula():
     a, b = rng.normal(size=(32, 4)), rng.normal(size=(32, 4)) + 0.3
     d = a - b
     want = 32 * d.mean(0) @ np.linalg.solve(np.cov(d.T) + 1e-7 * np.eye(4), d.mean(0))
+    # float64, a 4×4 solve with condition ≤ ~10: ≈ 10·eps relative (two formulas); rel 1e-9 fails a float32 step
     assert hotelling_t2(torch.tensor(a), torch.tensor(b)) == pytest.approx(want, rel=1e-9)
     same = torch.tensor(a)
     assert hotelling_t2(same, same + 1e-9 * torch.randn(32, 4, dtype=torch.float64)) < 1.0
@@ -175,6 +176,8 @@ def test_laplacian_pe_matches_numpy_and_pads():
     pe = laplacian_pe(g, 3)
     L = nx.normalized_laplacian_matrix(graphs[0]).toarray()
     want = np.abs(np.linalg.eigh(L)[1][:, 1:4])
+    # float64 eigenvectors (eigen-gaps ≥ 0.1: error ~eps/gap) stored in float32: ≤ eps32/2·|v| = 4e-8
+    # (measured 1.2e-8); atol 1e-6 ≈ 8 eps32
     np.testing.assert_allclose(pe[:5].numpy(), want, atol=1e-6)
     L3 = nx.normalized_laplacian_matrix(graphs[1]).toarray()
     np.testing.assert_allclose(pe[5:, :2].numpy(), np.abs(np.linalg.eigh(L3)[1][:, 1:3]), atol=1e-6)

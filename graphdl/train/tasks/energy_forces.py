@@ -36,7 +36,7 @@ from torch import Tensor
 
 from graphdl.errors import InferenceError, did_you_mean
 from graphdl.ops.segment import segment_sum
-from graphdl.train.tasks import Task, TaskParams, register_task
+from graphdl.train.tasks.base import Task, TaskParams, register_task
 from graphdl.types import VECTOR, Irreps, Scalar, split_key
 
 METRICS = ("energy_mae", "energy_rmse", "force_mae", "force_rmse")
@@ -193,6 +193,10 @@ class EnergyForces(Task):
                 name: c["energy"].double().tolist(), f"{name}_pred": c["energy_pred"].double().tolist(),
                 "force_mae": (c["force_abs"].double() / comps).tolist(),
                 "force_rmse": (c["force_sq"].double() / comps).sqrt().tolist()}
+
+    def transform(self, out, batch):
+        """Energies in the dataset's units, ``(B, 1)`` (forces: ``self._physical``)."""
+        return self._physical(out, batch)[0].reshape(-1, 1)
 
     def predictions(self, out, batch):
         e, f = self._physical(out, batch)
