@@ -35,8 +35,8 @@ EPILOG = """examples:
   graphdl verify specs/nbody/egnn.yaml               rotation/reflection/translation/permutation errors
   graphdl wl check specs/wl/gin.yaml --pairs csl     which graph pairs the model tells apart, beside 1-WL/3-WL
   graphdl bench specs/gin.yaml --nodes 30            time graph building, forward and a training step
-  graphdl run specs/gns/water_drop_2d.yaml           train a learned particle simulator (GNS, CPU preset)
-  graphdl rollout SPEC --checkpoint best.pt --render gif   roll it out: positions, metrics, an animation
+  graphdl run specs/gns/water_drop_2d.yaml --out runs/gns                  train a particle simulator (GNS)
+  graphdl rollout specs/gns/water_drop_2d.yaml --checkpoint runs/gns/best.pt --render gif   watch it roll out
 
 specs that run code:
   A spec's `import:` names Python modules that register custom blocks (examples/custom_block.yaml).

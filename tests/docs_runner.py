@@ -3,7 +3,7 @@
 Commands run in a scratch directory whose ``specs``, ``datasets``, ``examples`` and ``benchmarks``
 link to the repository, so a documented relative path works and every output lands in the scratch
 directory. The budget is added, never a different command: ``graphdl run`` gets ``--epochs 1``
-(unless the line sets its own) and ``--limit 200``; ``graphdl wl check`` one epoch and one pair;
+(unless the line sets its own), ``--limit 200`` and ``--steps-per-epoch 2``; ``graphdl rollout`` 4 steps; ``graphdl wl check`` one epoch and one pair;
 ``python benchmarks/X.py`` the tiny sizes of :data:`BENCH_TINY` (a script missing there fails the
 test: add its tiny arguments when you document it).
 """
@@ -34,6 +34,9 @@ BENCH_TINY = {
     "benchmarks/kernels.py": ["--nodes", "200", "--edges", "1000", "--repeat", "1"],
     "benchmarks/cueq_tfn.py": ["--graphs", "2", "--nodes", "5", "--repeat", "1"],
     "benchmarks/molecular_full_runs.py": ["--epochs", "1", "--limit", "40"],
+    "benchmarks/gns.py": ["--smoke"],
+    "benchmarks/gns_table.py": ["--steps", "4"],
+    "benchmarks/ipa.py": ["--sizes", "16", "--repeats", "1", "--warmup", "0"],
 }
 
 
@@ -52,7 +55,10 @@ def _budget(argv: list[str]) -> list[str]:
     if argv[:2] == ["graphdl", "run"]:
         extra = [] if "--epochs" in argv else ["--epochs", "1"]
         extra += [] if "--limit" in argv else ["--limit", "200"]
+        extra += [] if "--steps-per-epoch" in argv else ["--steps-per-epoch", "2"]
         return argv + extra + ["--no-progress"]
+    if argv[:2] == ["graphdl", "rollout"]:
+        return argv + ([] if "--steps" in argv else ["--steps", "4"])
     if argv[:2] == ["graphdl", "bench"]:
         return argv + ["--repeat", "1", "--warmup", "0"]
     if argv[:3] == ["graphdl", "wl", "check"]:

@@ -10,8 +10,21 @@ import pytest
 import yaml
 from docs_runner import ROOT, blocks, command_of, needs_gpu, run_command, scratch
 
+from graphdl.nn.base import BLOCKS, load_builtin_blocks
+from graphdl.spec.model import SEQUENCE
+
 README = (ROOT / "README.md").read_text()
 MAKE_TARGETS = ("demo", "test", "install", "lint", "bench", "clean")
+
+
+def _check_layers(layers: list) -> None:
+    load_builtin_blocks()
+    for item in layers:
+        assert isinstance(item, dict), f"not a layer: {item}"
+        if item.get("type") == SEQUENCE:
+            _check_layers(item["layers"])
+        else:
+            assert item.get("type") in BLOCKS, f"not a registered block: {item}"
 
 
 def test_readme_yaml_blocks_are_specs_or_valid_fragments(tmp_path):
@@ -20,6 +33,9 @@ def test_readme_yaml_blocks_are_specs_or_valid_fragments(tmp_path):
         if lang != "yaml":
             continue
         data = yaml.safe_load(body)
+        if isinstance(data, list):  # a fragment of `layers:`: every item names a registered block
+            _check_layers(data)
+            continue
         assert isinstance(data, dict), body[:200]
         first = body.splitlines()[0]
         if first.startswith("# ") and first[2:].strip().endswith(".yaml") and " " not in first[2:].strip():

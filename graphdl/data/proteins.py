@@ -183,6 +183,10 @@ class ProteinChains(DatasetType):
     Params = ProteinChainsParams
 
     @classmethod
+    def fields(cls, p: ProteinChainsParams) -> dict:
+        return dict(FIELDS)
+
+    @classmethod
     def source_dir(cls, p: ProteinChainsParams, base_dir: str | None) -> str:
         if p.path is not None:
             root = p.path if os.path.isabs(p.path) else os.path.join(base_dir or ".", p.path)

@@ -19,8 +19,9 @@ import json
 import os
 
 EPILOG = """examples:
+  graphdl run specs/gns/water_drop_2d.yaml --out runs/gns      train the CPU preset first (about 30 min, one core)
   graphdl rollout specs/gns/water_drop_2d.yaml --checkpoint runs/gns/best.pt --render gif
-  graphdl rollout SPEC --checkpoint best.pt --split val --steps 100 --render mp4 --out rollouts/
+  graphdl rollout specs/gns/water_drop_2d.yaml --checkpoint runs/gns/best.pt --split val --steps 100 --render mp4 --out rollouts
 """
 
 

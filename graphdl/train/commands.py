@@ -55,6 +55,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split-file", metavar="F", help="JSON split of source rows (train/val/test), e.g. chemprop's "
                                                      "splits.json; overrides the spec's split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N graphs of the dataset")
+    p.add_argument("--steps-per-epoch", type=int, metavar="N",
+                   help="override train.steps_per_epoch: an epoch is N optimiser steps (a quick trial of a GNS spec)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch even on a terminal")
     p.set_defaults(func=cmd_run)
@@ -91,9 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _positive("--epochs", args.epochs)
     _positive("--limit", args.limit)
+    _positive("--steps-per-epoch", args.steps_per_epoch)
     progress = Progress(bars=False if args.no_progress else None, quiet=args.quiet)
     run(args.spec, out=args.out, epochs=args.epochs, device=args.device, seed=args.seed, resume=args.resume,
-        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite)
+        split_file=args.split_file, limit=args.limit, progress=progress, overwrite=args.overwrite,
+        steps_per_epoch=args.steps_per_epoch)
     return 0
 
 

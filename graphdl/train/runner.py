@@ -82,7 +82,8 @@ def _defined_dir(spec: Spec, path: tuple) -> str:
 
 
 def prepare(source, *, epochs: int | None = None, seed: int | None = None, split_file: str | None = None,
-            device: str | None = None, batch_size: int | None = None, limit: int | None = None) -> Experiment:
+            device: str | None = None, batch_size: int | None = None, limit: int | None = None,
+            steps_per_epoch: int | None = None) -> Experiment:
     """Parse, type-check and resolve an experiment spec, applying command-line overrides."""
     spec = source if isinstance(source, Spec) else parse_spec(source)
     doc = spec.doc
@@ -102,6 +103,8 @@ def prepare(source, *, epochs: int | None = None, seed: int | None = None, split
         updates["device"] = device
     if batch_size is not None:
         updates["batch_size"] = batch_size
+    if steps_per_epoch is not None:
+        updates["steps_per_epoch"] = steps_per_epoch
     if updates:
         train = TrainSection.model_validate({**train.model_dump(), **updates})
     ds_section = spec.sections["dataset"]
@@ -300,7 +303,7 @@ def _write_json(path: str, data: dict) -> None:
 # -------------------------------------------------------------------------------- run
 def run(source, *, out: str | None = None, epochs: int | None = None, device: str | None = None,
         seed: int | None = None, resume: bool = False, split_file: str | None = None, limit: int | None = None,
-        progress: Progress | None = None, overwrite: bool = False) -> dict:
+        progress: Progress | None = None, overwrite: bool = False, steps_per_epoch: int | None = None) -> dict:
     """Train and evaluate the experiment ``source`` (a spec path or :class:`Spec`); returns metrics.json's data.
 
     ``out`` holding an earlier run needs ``resume`` (continue it) or ``overwrite`` (replace it once
@@ -312,7 +315,8 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     """
     t_start = time.perf_counter()
     progress = progress or Progress()
-    exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit)
+    exp = prepare(source, epochs=epochs, seed=seed, split_file=split_file, device=device, limit=limit,
+                  steps_per_epoch=steps_per_epoch)
     tr = exp.train
     doc = exp.spec.doc
     if tr.num_threads:
@@ -564,6 +568,7 @@ def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
 def _stop_diverged(d: _Diverged, model, task, loader, opt, sched, grad_clip, dev, start: dict, epoch: int,
                    rd: RunDir, state: dict) -> None:
     """Locate a non-finite training step by replaying the epoch, then stop with one line."""
+    loader.set_epoch(epoch - 1)  # the same batches again (a StepLoader advances its epoch as it runs)
     where = search(model, task, loader, opt, sched, grad_clip, dev, start, None if d.step < 0 else d.step)
     if where is None:
         where = (f"batch {d.step + 1} of {len(loader)} (the replay did not reproduce it: the run is not "
