@@ -46,12 +46,13 @@ def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True, dyna
     import torch
 
     from graphdl.compile import compile_spec
-    from graphdl.testing.compile import TOL_EPS, check_compiled, spec_batches
+    from graphdl.testing.compile import TOL_EPS, check_compiled, fill_zero_parameters, spec_batches
 
     torch.manual_seed(0)
     t = time.perf_counter()
     try:
         model = compile_spec(os.path.join(ROOT, spec))
+        fill_zero_parameters(model)  # zero-initialised projections would zero the gradients behind them
         batches = spec_batches(model) if sizes is None else spec_batches(model, sizes=sizes)
     except Exception as e:  # noqa: BLE001 - a spec that does not build is a row of the table
         return {"spec": spec, "error": f"build: {type(e).__name__}: {e}", "passed": False}
@@ -99,6 +100,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def machine_line() -> str:
+    """Machine, versions, threads and load: what the times and errors of a run depend on."""
+    import platform
+
+    import torch
+
+    try:
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"machine: {cpu}, {os.cpu_count()} cpus; python {platform.python_version()}, torch {torch.__version__}; "
+            f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
+            f"load average (1/5/15 min) {load}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("specs", nargs="*", help="spec files (default: every spec under specs/)")
@@ -111,22 +133,35 @@ def main(argv: list[str] | None = None) -> int:
                          "dynamic shapes (static first, dynamic after the first size change)")
     ap.add_argument("--json", default=None, help="write the rows here as JSON (rewritten after each spec)")
     ap.add_argument("--breaks", action="store_true", help="print graph-break reasons under the table")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --json (same backend) and run only the other specs")
     args = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
     specs = args.specs or ([SMOKE_SPEC] if args.smoke else all_specs())
     backend = "eager" if args.smoke and args.backend == "inductor" else args.backend
     if args.limit is not None:
         specs = specs[: args.limit]
+    start = machine_line()
+    print(start, file=sys.stderr, flush=True)
     rows = []
+    if args.resume and args.json and os.path.exists(args.json):
+        with open(args.json) as fh:
+            rows = [r for r in json.load(fh) if r["spec"] in specs and r.get("backend", backend) == backend]
+    done = {r["spec"] for r in rows}
     for spec in specs:
+        if spec in done:
+            continue
         print(f"{spec} ...", file=sys.stderr, flush=True)
         rows.append(run_one(spec, backend, SMOKE_SIZES if args.smoke else None,
                             dynamic=True if args.dynamic == "true" else None))
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
+    rows.sort(key=lambda r: specs.index(r["spec"]))
     dyn = "True" if args.dynamic == "true" else "None"
     print(f"torch.compile(model, dynamic={dyn}, backend={backend!r}) vs eager, float32")
+    print(f"at start: {start}")
+    print(f"at end:   {machine_line()}")
     print(table(rows))
     if args.breaks:
         for r in rows:

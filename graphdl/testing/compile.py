@@ -51,7 +51,7 @@ from torch import Tensor
 from graphdl.data.graph import Graph
 from graphdl.testing.equivariance import random_graph_for
 
-__all__ = ["TOL_EPS", "CompileCheck", "check_compiled", "spec_batches"]
+__all__ = ["TOL_EPS", "CompileCheck", "check_compiled", "fill_zero_parameters", "spec_batches"]
 
 TOL_EPS = 512
 """Bound on the scaled compiled-vs-eager error, in units of the dtype's eps (see the module docstring)."""
@@ -114,6 +114,23 @@ def spec_batches(model, *, seed: int = 0, dtype: torch.dtype = torch.float32,
                 for k, v in g.fields.items()}
         out.append(Graph(ei, g.num_nodes, data, batch=g.batch, num_graphs=g.num_graphs))
     return out
+
+
+def fill_zero_parameters(model: torch.nn.Module, *, std: float = 0.1, seed: int = 0) -> list[str]:
+    """Fill every parameter that is exactly zero everywhere with ``N(0, std²)`` values, in place.
+
+    Zero-initialised output projections (IPA's ``linear_out``, the backbone update; AF2's
+    identity start) make every gradient upstream of them exactly zero, so a compiled-vs-eager
+    check of training would compare zeros with zeros there. Returns the names filled.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    names = []
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.numel() and not p.is_complex() and not bool((p != 0).any()):
+                p.copy_(std * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+                names.append(name)
+    return names
 
 
 def _uncached(g: Graph) -> Graph:
