@@ -25,7 +25,7 @@ from graphdl.compile import compile_spec
 from graphdl.data.graph import Graph, collate
 from graphdl.errors import KernelUnavailableError
 from graphdl.spec.model import parse_spec_text
-from graphdl.testing.compile import TOL_EPS, check_compiled, spec_batches
+from graphdl.testing.compile import TOL_EPS, check_compiled, fill_zero_parameters, spec_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS32 = torch.finfo(torch.float32).eps
@@ -70,6 +70,24 @@ FAMILIES = {
 {type: tfn, input: node.h, irreps_out: "4x0e + 2x1o", lmax: 1, num_basis: 4, r_max: 3.0, radial_hidden: [8], avg_num_neighbors: 3}
 {type: irreps_select, input: node.h, output: node.s, select: 0e}
 {type: readout, input: node.s, output: graph.y, reduce: sum}""", extra="graph: {kind: radius, cutoff: 3.0}\n"),
+    "gns: interaction networks, radius graph, categorical embedding": _spec(
+        "gns", "{node.history: 'trajectory(4, 2)', node.pos: 2, node.particle_type: 'categorical(3)'}", """
+{type: history_velocities, input: node.history, output: node.velocities}
+{type: embedding, input: node.particle_type, output: node.type, out_dim: 4}
+{type: concat, inputs: [node.velocities, node.type], output: node.features}
+{type: edge_displacement, input: node.pos, output: edge.features, scale: 2.0}
+{type: mlp, input: node.features, output: node.h, hidden: [8], out_dim: 8, out_norm: layer}
+{type: mlp, input: edge.features, output: edge.h, hidden: [8], out_dim: 8, out_norm: layer}
+{type: graph_network, node_input: node.h, edge_input: edge.h, edge_model: {inputs: [edge, dst, src], hidden: [8], out_dim: 8}, node_model: {inputs: [agg, node], hidden: [8], out_dim: 8}, repeat: 2, residual: true}
+{type: mlp, input: node.h, output: node.acc, hidden: [8], out_dim: 2}""", outputs="[node.acc]",
+        extra="graph: {kind: radius, positions: node.pos, cutoff: 2.0, self_loops: true}\n"),
+    "ipa: dense, complete graph, frames": _spec(
+        "ipa", "{node.s: 8, node.frame: frame, node.residue_index: 1}", """
+{type: relative_position, input: node.residue_index, output: edge.z, out_dim: 4}
+{type: ipa, input: node.s, frame: node.frame, pair: edge.z, heads: 2, scalar_qk: 4, scalar_v: 4, points_qk: 2, points_v: 2, residual: true}
+{type: layer_norm, input: node.s}
+{type: backbone_update, input: node.s, frame: node.frame}""", outputs="[node.frame, node.s]",
+        extra="graph: {kind: complete, self_loops: true}\n"),
 }
 TINY_FORCES = _spec("forces", "{node.atom: 3, node.pos: 1o}", """
 {type: linear, input: node.atom, output: node.h, out_dim: 8}
@@ -91,6 +109,7 @@ def _model(source: str):
 def test_compiled_spec_matches_eager_and_does_not_recompile(family):
     torch.manual_seed(0)
     model = _model(FAMILIES[family])
+    fill_zero_parameters(model)  # IPA's zero-initialised output maps would zero every gradient behind them
     forces = model.plan.forces is not None
     r = check_compiled(model, spec_batches(model, sizes=SIZES), name=family, backend="eager",
                        dynamo_config={"trace_autograd_ops": True} if forces else None)
