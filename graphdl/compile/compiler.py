@@ -375,6 +375,37 @@ def _plan_forces(spec: Spec, fs: ForcesSpec, outputs: dict[str, FieldType], fiel
     return ForcesPlan(energy, pos, out)
 
 
+@torch.compiler.disable
+def _prepare_eagerly(model: GraphModel, g: Graph) -> Graph:
+    """``model.check_inputs(g)`` and ``model.prepare(g)`` outside any ``torch.compile`` trace (a
+    graph break before the stack), with the host-side sizes its blocks read (the largest graph's
+    node count) filled in, so that the trace sees them as sizes instead of breaking on ``int()``.
+
+    Raises:
+        KernelUnavailableError: forces that will be differentiated again (training, or
+            positions that require grad) while Dynamo would break the graph at
+            ``torch.autograd.grad``: the compiled stack's backward would then be run with
+            ``create_graph``, which AOTAutograd does not support (double backward).
+    """
+    import torch._dynamo  # loaded already: this runs inside a torch.compile call
+
+    model.check_inputs(g)
+    fp = model.plan.forces
+    if fp is not None and torch.is_grad_enabled() and not torch._dynamo.config.trace_autograd_ops:
+        pos = g.fields.get(fp.positions)
+        if model.training or (pos is not None and pos.requires_grad):
+            raise KernelUnavailableError(
+                f"torch.compile of a `forces: autograd` model in training differentiates the forces "
+                f"`{fp.output}` again (double backward), which torch.compile's AOTAutograd does not support "
+                f"(torch {torch.__version__}); set `torch._dynamo.config.trace_autograd_ops = True` before the "
+                f"first compiled call (the force computation is then traced into the graph and differentiated "
+                f"once), or train this model eagerly")
+    g = model.prepare(g)
+    if model._needs_max_graph_nodes:
+        g.max_graph_nodes()
+    return g
+
+
 def _sig_str(sig: Signature) -> str:
     r = ", ".join(f"{k}:{v}" for k, v in sig.reads.items())
     w = ", ".join(f"{k}:{v}" for k, v in sig.writes.items())
@@ -404,6 +435,7 @@ class GraphModel(nn.Module):
         self._after = [list(s.after) for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
+        self._needs_max_graph_nodes = any(getattr(b, "needs_max_graph_nodes", False) for b in modules)
         self.trace: list | None = None
         """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
         it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""
@@ -536,8 +568,14 @@ class GraphModel(nn.Module):
         return out
 
     def forward(self, g: Graph) -> dict[str, Tensor]:
-        self.check_inputs(g)
-        g = self.prepare(g)
+        if torch.compiler.is_compiling():
+            # Input checks and the neighbour search (which syncs with the host: data-dependent
+            # edge counts) run eagerly, cached on the batch as in eager mode; the stack is traced
+            # on a view with an empty structure cache, so one graph serves cold and warm batches.
+            g = _prepare_eagerly(self, g).uncached()
+        else:
+            self.check_inputs(g)
+            g = self.prepare(g)
         f: dict[str, Tensor] = {k: _as_declared(g.fields[k], t) for k, t in self._inputs.items()}
         if self.plan.forces is not None:
             return self._forward_forces(g, f)

@@ -10,6 +10,14 @@ A graph holds
 The CSR of the adjacency (rows = destinations) and its transpose (rows = sources) are
 built on first use and cached; both are built from tensors without a host sync.
 
+The cache (``Graph._cache``) is eager-mode state. A ``torch.compile`` trace must not read it:
+each cached object would enter the compiled graph as an input (its tensors, and its Python
+ints as symbolic sizes), guarded on which keys the dict held when the trace ran, so a warm
+and a cold batch would compile two graphs, and a cached structure fed to a custom autograd
+function crashed Dynamo. A compiled model works on :meth:`Graph.uncached` instead: the
+structure is rebuilt inside the compiled graph (a sort and a few gathers; Inductor fuses
+them) and shared by the layers of that call only.
+
 Validation (indices in range, finite features) runs when a graph is made from user data
 (``validate=True``), never inside a model's forward pass.
 """
@@ -23,6 +31,7 @@ from torch import Tensor
 
 from graphdl.errors import DataError
 from graphdl.ops.csr import CSR
+from graphdl.ops.segment import index_add_rows
 from graphdl.types import SPACES, split_key
 
 
@@ -38,6 +47,8 @@ class Graph:
         sort: sort edges by destination (default). Pass ``False`` only when they already are.
         validate: check indices and fields (one host sync each); default True.
     """
+
+    _max_graph_nodes: int | None = None  # see max_graph_nodes()
 
     def __init__(
         self,
@@ -90,6 +101,7 @@ class Graph:
         for k, v in fields.items():
             self._set(k, v, validate)
         self._cache: dict[str, object] = {}
+        self._max_graph_nodes: int | None = None
 
     # ------------------------------------------------------------------ fields
     def _set(self, key: str, value: Tensor, validate: bool = True) -> None:
@@ -149,7 +161,10 @@ class Graph:
     def ptr(self) -> Tensor:
         """``(B + 1,)`` offsets of each graph's nodes."""
         if "ptr" not in self._cache:
-            counts = torch.bincount(self.batch, minlength=self.num_graphs)
+            # counts by index_add_, not bincount: bincount's length depends on the data (a host
+            # sync on CUDA, and a graph break under torch.compile); this one is always (B,)
+            counts = index_add_rows(torch.zeros(self.num_graphs, dtype=torch.long, device=self.device),
+                                    self.batch, torch.ones_like(self.batch))
             ptr = torch.zeros(self.num_graphs + 1, dtype=torch.long, device=self.device)
             torch.cumsum(counts, 0, out=ptr[1:])
             self._cache["ptr"] = ptr
@@ -161,6 +176,18 @@ class Graph:
         if "edge_batch" not in self._cache:
             self._cache["edge_batch"] = self.batch[self.dst]
         return self._cache["edge_batch"]  # type: ignore[return-value]
+
+    def max_graph_nodes(self) -> int:
+        """Nodes of the largest graph in the batch (0 without graphs): the side of padded
+        per-graph layouts (dense attention, dense adjacency stacks).
+
+        One host sync, then remembered on this graph (and on its :meth:`uncached` view, so
+        a compiled model reads it as a size instead of breaking its graph on ``int()``).
+        """
+        if self._max_graph_nodes is None:
+            counts = self.ptr[1:] - self.ptr[:-1]
+            self._max_graph_nodes = int(counts.max()) if self.num_graphs else 0
+        return self._max_graph_nodes
 
     def csr(self) -> CSR:
         """Adjacency with rows = destinations, columns = sources; entries in edge order."""
@@ -209,7 +236,16 @@ class Graph:
         g = object.__new__(type(self))
         g.num_nodes, g.num_graphs = self.num_nodes, self.num_graphs
         g.edge_index, g.batch, g.fields, g._cache = edge_index, self.batch, fields, {}
+        g._max_graph_nodes = self._max_graph_nodes  # same batch vector, same graph sizes
         return g
+
+    def uncached(self) -> Graph:
+        """A shallow copy sharing every tensor, with an empty structure cache.
+
+        What a ``torch.compile`` trace works on (see the module docstring): everything a block
+        caches on it lives for one call, and the original's cache is neither read nor written.
+        """
+        return self._like(self.edge_index, dict(self.fields))
 
     def replace(self, **fields: Tensor) -> "Graph":
         """A shallow copy with some fields replaced (keys with ``__`` for ``.``: ``node__h``)."""

@@ -188,6 +188,18 @@ class _GATv2Logits(Function):
         return grad_xs, grad_xd, grad_ee, grad_att, None, None, None, None
 
 
+def _gatv2_logits(xs, xd, ee, att, src, dst, rowptr, slope: float) -> Tensor:
+    """GATv2 logits ``(E, H)``: the fused :class:`_GATv2Logits` in eager mode; under
+    ``torch.compile`` the plain expression, which autograd differentiates and Inductor fuses
+    (Dynamo cannot soundly trace a custom autograd function that keeps sizes on ``ctx``)."""
+    if not torch.compiler.is_compiling():
+        return _GATv2Logits.apply(xs, xd, ee, att, src, dst, rowptr, slope)
+    z = xs.index_select(0, src) + xd.index_select(0, dst)
+    if ee is not None:
+        z = z + ee
+    return torch.einsum("ehc,hc->eh", F.leaky_relu(z, slope), att[0])
+
+
 class _AttnParams(FieldParams):
     out_dim: PositiveInt
     heads: PositiveInt = 1
@@ -324,7 +336,7 @@ class GAT(Block):
             x_src = self.lin_l(x).view(n, H, C)
             x_dst = x_src if self.lin_r is None else self.lin_r(x).view(n, H, C)
             ee = self.lin_edge(e).view(-1, H, C) if e is not None else None
-            logits = _GATv2Logits.apply(x_src, x_dst, ee, self.att, src, dst, csr.rowptr, p.negative_slope)
+            logits = _gatv2_logits(x_src, x_dst, ee, self.att, src, dst, csr.rowptr, p.negative_slope)
         else:
             x_src = self.lin(x).view(n, H, C)
             a_src = (x_src * self.att_src).sum(-1)
@@ -433,6 +445,8 @@ class GraphTransformer(Block):
         d, de = sig.info["in_dim"], sig.info["edge_dim"]
         H, C = p.heads, p.out_dim
         self.dense = bool(sig.info["dense"])
+        # the padded layout's side is read from the batch (GraphModel reads it before a trace)
+        self.needs_max_graph_nodes = self.dense and getattr(ctx, "num_nodes_hint", None) is None
         self.lin_key = nn.Linear(d, H * C, bias=p.bias)
         self.lin_query = nn.Linear(d, H * C, bias=p.bias)
         self.lin_value = nn.Linear(d, H * C, bias=p.bias)
@@ -635,17 +649,15 @@ def dense_index(g, num_nodes_hint: int | None = None) -> tuple[Tensor, Tensor, i
     """Where each node sits in a ``(B, M)`` padded layout: ``(flat index (N,), counts (B,), M)``.
 
     Node ``i`` of graph ``b`` goes to ``b * M + (i - ptr[b])``; ``M`` is the largest graph of
-    the batch (or ``num_nodes_hint``). Cached on ``g``; reading ``M`` is the only host sync.
+    the batch (or ``num_nodes_hint``). Cached on ``g``; reading ``M`` is the only host sync
+    (:meth:`~graphdl.data.Graph.max_graph_nodes`, done before the trace by a compiled model).
     """
     key = ("attention.dense_index", num_nodes_hint)
     if key in g._cache:
         return g._cache[key]
     ptr = g.ptr
     counts = ptr[1:] - ptr[:-1]
-    if num_nodes_hint is not None:
-        m = int(num_nodes_hint)
-    else:
-        m = int(counts.max()) if counts.numel() else 0
+    m = int(num_nodes_hint) if num_nodes_hint is not None else g.max_graph_nodes()
     m = max(m, 1)
     pos = torch.arange(g.num_nodes, device=g.device) - ptr.index_select(0, g.batch)
     idx = g.batch * m + pos

@@ -16,6 +16,7 @@ from torch import nn
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.mlp import ACTIVATIONS, MLP, ActName, BatchNorm1d, activation, segment_mean_count
+from graphdl.ops.segment import segment_sum
 from graphdl.types import Scalar, split_key
 
 
@@ -243,7 +244,7 @@ class GraphNorm(Block):
         x = f[self.p.input]
         mean, count = segment_mean_count(x, g.batch, g.num_graphs)
         out = x - self.alpha * mean[g.batch]
-        var = torch.zeros_like(mean).index_add_(0, g.batch, out * out) / count
+        var = segment_sum(out * out, g.batch, g.num_graphs) / count
         out = out / (var + self.p.eps).sqrt()[g.batch]
         return {self.p.out_key: self.weight * out + self.bias}
 

@@ -247,7 +247,9 @@ class InvariantPointAttention(Block):
     Derivatives: the dense lowering's backward is hand-written (one ``(E, c_z)`` buffer for
     ∂z, the softmax gradient in place) and gives first derivatives; asking it for a second
     (``create_graph=True``) is a :class:`~graphdl.errors.KernelUnavailableError` naming
-    ``lowering: sparse``, whose kernels are twice differentiable.
+    ``lowering: sparse``, whose kernels are twice differentiable. Under ``torch.compile`` the
+    dense lowering is written in plain differentiable ops instead (the hand-written backward
+    passes ∂z through a Python object, which Dynamo cannot trace); the compiler plans its buffers.
 
     Precision: the attention core runs in float32 for float32/bfloat16/float16 inputs and
     under autocast (float64 stays float64); only the projections follow autocast. Mask value
@@ -314,6 +316,8 @@ class InvariantPointAttention(Block):
         d, dz, out = sig.info["d"], sig.info["dz"], sig.info["out"]
         H, C, Cv, P, Pv = p.heads, p.scalar_qk, p.scalar_v, p.points_qk, p.points_v
         self.dense = bool(sig.info["dense"])
+        # the padded layout's side is read from the batch (GraphModel reads it before a trace)
+        self.needs_max_graph_nodes = self.dense and getattr(ctx, "num_nodes_hint", None) is None
         self.linear_q = nn.Linear(d, H * C, bias=p.bias)
         self.linear_k = nn.Linear(d, H * C, bias=p.bias)
         self.linear_v = nn.Linear(d, H * Cv, bias=p.bias)
@@ -405,21 +409,29 @@ class InvariantPointAttention(Block):
         if not exact:
             src, dst = g.src, g.dst
             epos = idx.index_select(0, dst) * m + (idx.index_select(0, src) % m)
+        # Under torch.compile the memory-saving functions (_PairBias, _Attend) give way to the same
+        # math in plain differentiable ops: they pass ∂z between backwards through a Python object,
+        # a side effect Dynamo refuses (a graph break per call); the compiler plans the buffers itself.
+        plain = torch.compiler.is_compiling()
         if z is not None:
-            # the pair bias and the pair output share one ∂z buffer (see _PairBias)
-            holder = _PairGrad(z.requires_grad, None if exact else epos)
-            bias = _PairBias.apply(z, *self._pair_weights(qa.dtype), holder)
+            if plain:
+                bias = F.linear(z, *self._pair_weights(qa.dtype))
+            else:
+                # the pair bias and the pair output share one ∂z buffer (see _PairBias)
+                holder = _PairGrad(z.requires_grad, None if exact else epos)
+                bias = _PairBias.apply(z, *self._pair_weights(qa.dtype), holder)
         if exact:
             # every graph has M nodes and all M² edges, sorted by (dst, src): the edge order is the block order
             if z is not None:
                 logits.add_(bias.view(bsz, m, m, H).permute(0, 3, 1, 2))  # in place: matmul keeps no output
-                zd = z.detach().view(bsz, m, m, -1)
+                zd = (z if plain else z.detach()).view(bsz, m, m, -1)
         else:
             present = torch.zeros(bsz * m * m, dtype=torch.bool, device=qa.device).index_fill_(0, epos, True)
             if z is not None:
                 bd = bias.new_zeros(bsz * m * m, H).index_copy(0, epos, bias)
                 logits.add_(bd.view(bsz, m, m, H).permute(0, 3, 1, 2))
-                zd = z.detach().new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, z.detach()).view(bsz, m, m, -1)
+                zs = z if plain else z.detach()
+                zd = zs.new_zeros(bsz * m * m, z.size(-1)).index_copy(0, epos, zs).view(bsz, m, m, -1)
             present = present.view(bsz, 1, m, m)
             logits = logits.masked_fill(~present, -mask_value)
             empty = ~present.any(-1, keepdim=True)  # (B, 1, M, 1)
@@ -428,7 +440,14 @@ class InvariantPointAttention(Block):
             wsum = (~empty).to(qa.dtype).expand(bsz, H, m, 1).transpose(1, 2).reshape(bsz * m, H).index_select(0, idx)
         # softmax, Σ_j a_ij v_j and Σ_j a_ij z_ij (one (H × M) @ (M × c_z) product per query row)
         o_pair = None
-        if zd is None:
+        if plain:
+            attn = torch.softmax(logits, -1)
+            if empty is not None:
+                attn = attn.masked_fill(empty, 0.0)
+            o = attn @ pad(vals)
+            if zd is not None:
+                o_pair = (attn.transpose(1, 2) @ zd).reshape(bsz * m, H, -1).index_select(0, idx)
+        elif zd is None:
             o = _Attend.apply(logits, pad(vals), None, None, empty)
         else:
             o, o_pair = _Attend.apply(logits, pad(vals), zd, holder, empty)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphdl.ops.segment import segment_sum
+
 ActName = Literal["relu", "elu", "gelu", "silu", "swish", "leaky_relu", "tanh", "sigmoid", "softplus", "identity"]
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -114,6 +116,6 @@ def segment_mean_count(x: Tensor, index: Tensor, num_segments: int) -> tuple[Ten
     has mean 0 and count 1 (clamped, so that dividing by it never yields NaN).
     """
     ones = torch.ones(x.size(0), 1, dtype=x.dtype, device=x.device)
-    count = torch.zeros(num_segments, 1, dtype=x.dtype, device=x.device).index_add_(0, index, ones).clamp_min(1)
-    mean = torch.zeros(num_segments, x.size(1), dtype=x.dtype, device=x.device).index_add_(0, index, x) / count
+    count = segment_sum(ones, index, num_segments).clamp_min(1)
+    mean = segment_sum(x, index, num_segments) / count
     return mean, count

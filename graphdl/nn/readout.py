@@ -58,6 +58,25 @@ class _ReadoutParams(BlockParams):
         return self.output or "graph." + split_key(self.input)[1]
 
 
+class LSTMStep(nn.Module):
+    """One step of a one-layer ``nn.LSTM(input_size, hidden_size)``: ``(x (B, in), (h, c) (B, hidden)) -> (h', c')``.
+
+    Same parameters (names, shapes, initialisation) as ``nn.LSTM``, so state dicts are
+    interchangeable, computed by ``torch.lstm_cell``: Dynamo does not trace ``nn.LSTM`` modules
+    (a graph break inside the model's layer loop, which made ``torch.compile`` run the whole
+    stack eagerly), and Set2Set only ever runs sequences of length one.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        ref = nn.LSTM(input_size, hidden_size)
+        self.weight_ih_l0, self.weight_hh_l0 = ref.weight_ih_l0, ref.weight_hh_l0
+        self.bias_ih_l0, self.bias_hh_l0 = ref.bias_ih_l0, ref.bias_hh_l0
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return torch.lstm_cell(x, state, self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0)
+
+
 @register_block("readout")
 class Readout(Block):
     r"""Pool a node field into a graph field: ``r_G = ⊕_{v∈G} h_v`` (see the module docstring).
@@ -105,7 +124,7 @@ class Readout(Block):
             self.gate_nn = MLP([d, *p.gate_hidden, 1], p.gate_act)
             self.nn = MLP([d, *p.value_hidden, p.value_dim], p.gate_act) if p.value_dim else None
         elif p.reduce == "set2set":
-            self.lstm = nn.LSTM(2 * d, d)
+            self.lstm = LSTMStep(2 * d, d)
 
     def _segments(self, g) -> tuple[Tensor, Tensor]:
         """(index, ptr) of the rows of the pooled field into graphs."""
@@ -136,11 +155,11 @@ class Readout(Block):
 
     def _set2set(self, x: Tensor, index: Tensor, ptr: Tensor, b: int) -> Tensor:
         d = x.size(-1)
-        state = (x.new_zeros(1, b, d), x.new_zeros(1, b, d))
+        state = (x.new_zeros(b, d), x.new_zeros(b, d))
         q_star = x.new_zeros(b, 2 * d)
         for _ in range(self.p.steps):  # over processing steps, not graphs
-            q, state = self.lstm(q_star.unsqueeze(0), state)
-            q = q.view(b, d)
+            state = self.lstm(q_star, state)
+            q = state[0]
             a = segment_softmax((x * q.index_select(0, index)).sum(-1, keepdim=True), index, b, ptr)
             r = segment_sum(a * x, index, b, ptr)
             q_star = torch.cat([q, r], -1)

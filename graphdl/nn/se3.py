@@ -193,14 +193,15 @@ class EdgeGeometry(nn.Module):
         from e3nn import o3
 
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        # One module built here, not e3nn's functional form, which builds one per call from the
+        # irreps: under torch.compile Dynamo then guards on the length of an e3nn ``Irrep``,
+        # whose ``__len__`` raises NotImplementedError.
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
         self.basis = RadialBasis(basis, num_basis, r_max)
 
     def forward(self, g, pos: Tensor) -> tuple[Tensor, Tensor]:
-        from e3nn import o3
-
         rel = pos.index_select(0, g.dst) - pos.index_select(0, g.src)
-        y = o3.spherical_harmonics(self.irreps_sh, safe_unit(rel), normalize=False, normalization="component")
-        return y, self.basis(safe_norm(rel))
+        return self.sh(safe_unit(rel)), self.basis(safe_norm(rel))
 
 
 # ----------------------------------------------------------------------------- params

@@ -38,12 +38,13 @@ def dense_adjacency(g) -> tuple[Tensor, Tensor, Tensor]:
 
     Returns ``(A, b, local)``: ``A`` (B, n_max, n_max) float with ``A[b, i, j] = 1`` for each
     edge j -> i of graph b, and for every node its graph ``b`` (N,) and position ``local`` (N,)
-    in that graph. One host sync (``n_max``); callers cache the result per batch.
+    in that graph. One host sync (``n_max``, :meth:`~graphdl.data.Graph.max_graph_nodes`, read
+    before the trace by a compiled model); callers cache the result per batch.
     """
     ptr = g.ptr
     b = g.batch
     local = torch.arange(g.num_nodes, device=b.device) - ptr[b]
-    n_max = int((ptr[1:] - ptr[:-1]).max()) if g.num_graphs else 0
+    n_max = g.max_graph_nodes()
     A = torch.zeros(g.num_graphs, n_max, n_max, device=b.device)
     src, dst = g.edge_index
     A[b[dst], local[dst], local[src]] = 1.0
@@ -98,6 +99,7 @@ class CycleCounts(_FeatureBlock):
     """
 
     family = "structural"
+    needs_max_graph_nodes = True  # a dense per-graph adjacency stack (dense_adjacency)
 
     class Params(BlockParams):
         output: str = "node.cycles"
@@ -164,6 +166,7 @@ class LaplacianPE(_FeatureBlock):
     """
 
     family = "structural"
+    needs_max_graph_nodes = True  # a dense per-graph adjacency stack (dense_adjacency)
 
     class Params(BlockParams):
         output: str = "node.pe"

@@ -22,6 +22,9 @@ Kernel choice on CPU (measured on 500k rows into 50k segments, 2 cores):
 
 * sum with ``ptr``: a sparse CSR selector matrix times ``x`` (MKL), 1-3x faster than
   ``index_add_``; without ``ptr``: ``index_add_``.
+
+Under ``torch.compile`` every reduction takes its traceable path (no sparse tensors; sums as
+``scatter_add_``, see :func:`index_add_rows`), which Inductor fuses.
 * max/min with ``ptr`` and fewer than 16 values per row: ``torch.segment_reduce`` (3-4x
   faster than ``scatter_reduce`` there); otherwise ``scatter_reduce`` with a custom backward
   (its autograd backward is 2-3x slower than the one here, and keeps more (E, *) temporaries).
@@ -88,12 +91,29 @@ def _expand_index(index: Tensor, like: Tensor) -> Tensor:
     return index.view((-1,) + (1,) * (like.dim() - 1)).expand_as(like)
 
 
+def index_add_rows(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``out[index[e]] += src[e]`` for every row ``e``, in place; returns ``out``.
+
+    ``out.index_add_(0, index, src)`` in eager mode. Under ``torch.compile`` it is
+    ``scatter_add_`` with the index broadcast over trailing dims: Inductor's CPU code for an
+    ``index_add_`` into a single row (one segment: a batch of one graph) fails an assertion in
+    its vectorised atomic add (torch 2.13), while the scatter lowering is correct for every
+    shape and dtype. Differentiable (twice) either way.
+
+    Shapes:
+        out ``(S, *)``, index ``(E,)`` int64, src ``(E, *)`` → out.
+    """
+    if torch.compiler.is_compiling():
+        return out.scatter_add_(0, _expand_index(index, src), src)
+    return out.index_add_(0, index, src)
+
+
 def _segment_counts(index: Tensor, num_segments: int, ptr: Tensor | None, dtype: torch.dtype) -> Tensor:
     """Rows per segment, ``(num_segments,)`` in ``dtype`` (no host sync, unlike ``bincount``)."""
     if ptr is not None:
         return (ptr[1:] - ptr[:-1]).to(dtype)
     ones = torch.ones(index.numel(), dtype=dtype, device=index.device)
-    return torch.zeros(num_segments, dtype=dtype, device=index.device).index_add_(0, index, ones)
+    return index_add_rows(torch.zeros(num_segments, dtype=dtype, device=index.device), index, ones)
 
 
 def _csr_sum_ok(x: Tensor, ptr: Tensor | None) -> bool:
@@ -122,7 +142,7 @@ def _sum_forward(x: Tensor, index: Tensor, num_segments: int, ptr: Tensor | None
             return (selector @ x.reshape(e, -1)).reshape(out_shape)
         except (RuntimeError, NotImplementedError):  # MKL missing in this build: use the general path
             pass
-    return x.new_zeros(out_shape).index_add_(0, index, x)
+    return index_add_rows(x.new_zeros(out_shape), index, x)
 
 
 class _SegmentSumCSR(Function):
@@ -154,7 +174,7 @@ def segment_sum(x: Tensor, index: Tensor, num_segments: int, ptr: Tensor | None 
     _check(x, index, num_segments, ptr, "segment_sum")
     if _csr_sum_ok(x, ptr):
         return _SegmentSumCSR.apply(x, index, num_segments, ptr)
-    return x.new_zeros((num_segments,) + tuple(x.shape[1:])).index_add_(0, index, x)
+    return index_add_rows(x.new_zeros((num_segments,) + tuple(x.shape[1:])), index, x)
 
 
 def segment_mean(x: Tensor, index: Tensor, num_segments: int, ptr: Tensor | None = None) -> Tensor:
@@ -311,6 +331,7 @@ def scatter(
 
 __all__ = [
     "REDUCTIONS",
+    "index_add_rows",
     "scatter",
     "segment_max",
     "segment_mean",

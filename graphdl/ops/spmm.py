@@ -18,6 +18,17 @@ entries are mapped back to this CSR's entries to gather ``values`` in transposed
 ``∂values[e] = ⟨∂out[row[e]], x[col[e]]⟩`` is a sampled dense-dense product (SDDMM,
 ``torch.sparse.sampled_addmm`` where available). Both backward kernels are themselves
 differentiable autograd functions of each other, so double backward works.
+
+Under ``torch.compile`` both products run as :class:`_CsrSumTraced` / :class:`_SddmmTraced`:
+autograd functions whose inputs are tensors only (the CSR, its transpose and the maps between
+their entries, built inside the compiled graph), with forward and backward written as gathers
+and ``torch.segment_reduce`` over row-sorted entries. No sparse tensor (untraceable), no Python
+object on ``ctx``: Dynamo cannot soundly trace the eager functions, whose lazily transposed
+pattern lifted a cached CSR's tensors and sizes into the traced backward as free variables of
+the outer graph (``InternalTorchDynamoError: Argument '..._csr_t_num_rows' ... does not
+belong to this Graph``). And no scatter: a plain gather + ``index_add_`` formulation has an
+``index_add_`` in its backward, which Inductor (torch 2.13, CPU) fuses wrongly with batch-norm
+backward kernels in deep residual stacks (GIN: gradients of the first layers off by O(1)).
 """
 
 from __future__ import annotations
@@ -29,8 +40,8 @@ from torch import Tensor
 from torch.autograd import Function
 
 from graphdl.errors import DataError
-from graphdl.ops import segment as _segment  # noqa: F401  (silences torch's CSR beta notice)
 from graphdl.ops.csr import CSR
+from graphdl.ops.segment import index_add_rows  # importing segment also silences torch's CSR beta notice
 
 _SPARSE_DTYPES = {
     "cpu": (torch.float32, torch.float64),
@@ -44,8 +55,7 @@ _REDUCES = ("mean", "sum")
 
 
 def _sparse_ok(x: Tensor, table: dict) -> bool:
-    # torch.compile cannot trace sparse tensor creation; the gather-scatter path compiles whole.
-    return x.dtype in table.get(x.device.type, ()) and not torch.compiler.is_compiling()
+    return x.dtype in table.get(x.device.type, ())
 
 
 # --------------------------------------------------------------------------- patterns
@@ -85,13 +95,6 @@ class _Pattern:
             self._transposed = _Pattern(self._csr_t, self.csr, c2t=t2c)  # type: ignore[arg-type]
             self._transposed._transposed = self
         return self._transposed
-
-    def resolve(self) -> None:
-        """Build everything a backward (or double backward) may need, now.
-
-        Under torch.compile a traced backward may not fill these caches lazily.
-        """
-        self.transpose().t2c()
 
 
 def _transpose(csr: CSR) -> CSR:
@@ -133,7 +136,7 @@ def _gather_scatter(csr: CSR, x: Tensor, values: Tensor | None) -> Tensor:
     msg = x.index_select(0, csr.col)
     if values is not None:
         msg = msg * values.view(values.shape + (1,) * (x.dim() - values.dim()))
-    return x.new_zeros((csr.num_rows,) + tuple(x.shape[1:])).index_add_(0, csr.row, msg)
+    return index_add_rows(x.new_zeros((csr.num_rows,) + tuple(x.shape[1:])), csr.row, msg)
 
 
 def _gather_dot(csr: CSR, a: Tensor, b: Tensor) -> Tensor:
@@ -229,6 +232,67 @@ class _Sddmm(Function):
         return None, grad_a, grad_b
 
 
+# ------------------------------------------------------------------ torch.compile path
+def _row_sum(x: Tensor, values: Tensor | None, col: Tensor, rowptr: Tensor) -> Tensor:
+    """``out[i] = Σ_{e in row i} values[e] · x[col[e]]`` by a gather and a segment reduction."""
+    msg = x.index_select(0, col)
+    if values is not None:
+        msg = msg * values.view(values.shape + (1,) * (x.dim() - values.dim()))
+    return torch.segment_reduce(msg, "sum", offsets=rowptr.long(), axis=0)
+
+
+class _CsrSumTraced(Function):
+    """``A(values) @ x`` for torch.compile; ``(rowptr, col, row)`` is A, ``t_*`` its transpose,
+    ``t2c`` / ``c2t`` map transposed entries to A's and back. Backward: ``∂x = Aᵀ(values) @ ∂out``
+    (this function on the transpose), ``∂values = SDDMM(∂out, x)``; twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, values, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t):
+        ctx.save_for_backward(x, values, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t)
+        return _row_sum(x, values, col, rowptr)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, values, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t = ctx.saved_tensors
+        grad_x = grad_values = None
+        if ctx.needs_input_grad[0]:
+            values_t = None if values is None else values.index_select(0, t2c)
+            grad_x = _CsrSumTraced.apply(grad, values_t, t_rowptr, t_col, t_row, rowptr, col, row, c2t, t2c)
+        if ctx.needs_input_grad[1]:
+            grad_values = _SddmmTraced.apply(grad, x, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t)
+        return (grad_x, grad_values) + (None,) * 8
+
+
+class _SddmmTraced(Function):
+    """``out[e] = ⟨a[row e], b[col e]⟩`` for torch.compile (structure as :class:`_CsrSumTraced`).
+    Backward: ``∂a = A(∂out) @ b``, ``∂b = Aᵀ(∂out) @ a``; twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, a, b, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t):
+        ctx.save_for_backward(a, b, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t)
+        return (a.index_select(0, row) * b.index_select(0, col)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t = ctx.saved_tensors
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _CsrSumTraced.apply(b, grad, rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t)
+        if ctx.needs_input_grad[1]:
+            grad_b = _CsrSumTraced.apply(a, grad.index_select(0, t2c), t_rowptr, t_col, t_row,
+                                         rowptr, col, row, c2t, t2c)
+        return (grad_a, grad_b) + (None,) * 8
+
+
+def _traced_structure(csr: CSR, csr_t: CSR | None) -> tuple[Tensor, ...]:
+    """``(rowptr, col, row, t_rowptr, t_col, t_row, t2c, c2t)`` for the traced functions."""
+    pattern = _Pattern(csr, csr_t)
+    t2c = pattern.t2c()
+    t = pattern.transpose().csr
+    c2t = torch.argsort(t2c)  # the inverse permutation (a sort: no scatter in the graph)
+    return csr.rowptr, csr.col, csr.row, t.rowptr, t.col, t.row, t2c, c2t
+
+
 # ----------------------------------------------------------------------------- public
 def _check(csr: CSR, x: Tensor, values: Tensor | None, reduce: str, csr_t: CSR | None, name: str) -> None:
     if reduce not in _REDUCES:
@@ -306,10 +370,10 @@ def spmm(
         x ``(num_cols, H, C)`` with values ``(nnz, H)`` → ``(num_rows, H, C)``.
     """
     _check(csr, x, values, reduce, csr_t, "spmm")
+    if torch.compiler.is_compiling():  # see the module docstring
+        out = _CsrSumTraced.apply(x, values, *_traced_structure(csr, csr_t))
+        return _mean_scale(csr, out) if reduce == "mean" else out
     pattern = _Pattern(csr, csr_t)
-    if torch.compiler.is_compiling() and torch.is_grad_enabled():
-        # The transpose is built lazily in eager mode; a traced backward may not mutate it.
-        pattern.resolve()
     if values is None or values.dim() == 1:
         # One weight per entry: trailing dims are just more columns of one product.
         out = _SpmmSum.apply(pattern, x.reshape(x.size(0), math.prod(x.shape[1:])), values)
@@ -350,10 +414,10 @@ def sddmm(csr: CSR, a: Tensor, b: Tensor, csr_t: CSR | None = None) -> Tensor:
             f"sddmm: a ({a.dtype}, {a.device}) and b ({b.dtype}, {b.device}) must share one floating "
             f"dtype and the CSR's device ({csr.col.device})"
         )
-    pattern = _Pattern(csr, csr_t)
-    if torch.compiler.is_compiling() and torch.is_grad_enabled():
-        pattern.resolve()
-    return _Sddmm.apply(pattern, a, b)
+    if torch.compiler.is_compiling():  # see the module docstring
+        # a view of b: Dynamo refuses one tensor passed twice to an autograd function (sddmm(csr, h, h))
+        return _SddmmTraced.apply(a, b.view_as(b), *_traced_structure(csr, csr_t))
+    return _Sddmm.apply(_Pattern(csr, csr_t), a, b)
 
 
 def gather_scatter_reference(
