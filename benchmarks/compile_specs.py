@@ -42,7 +42,8 @@ def all_specs() -> list[str]:
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True, dynamic: bool | None = True) -> dict:
+def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True, dynamic: bool | None = True,
+            device: str = "cpu") -> dict:
     import torch
 
     from graphdl.compile import compile_spec
@@ -54,6 +55,8 @@ def run_one(spec: str, backend: str, sizes=None, trace_forces: bool = True, dyna
         model = compile_spec(os.path.join(ROOT, spec))
         fill_zero_parameters(model)  # zero-initialised projections would zero the gradients behind them
         batches = spec_batches(model) if sizes is None else spec_batches(model, sizes=sizes)
+        model.to(device)
+        batches = [b.to(device) for b in batches]
     except Exception as e:  # noqa: BLE001 - a spec that does not build is a row of the table
         return {"spec": spec, "error": f"build: {type(e).__name__}: {e}", "passed": False}
     forces = model.plan.forces is not None
@@ -133,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                          "dynamic shapes (static first, dynamic after the first size change)")
     ap.add_argument("--json", default=None, help="write the rows here as JSON (rewritten after each spec)")
     ap.add_argument("--breaks", action="store_true", help="print graph-break reasons under the table")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in --json (same backend) and run only the other specs")
     args = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
+    from graphdl.benchmarking import resolve_device
+
+    resolve_device(args.device)  # one line when CUDA is asked for and absent
     specs = args.specs or ([SMOKE_SPEC] if args.smoke else all_specs())
     backend = "eager" if args.smoke and args.backend == "inductor" else args.backend
     if args.limit is not None:
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{spec} ...", file=sys.stderr, flush=True)
         rows.append(run_one(spec, backend, SMOKE_SIZES if args.smoke else None,
-                            dynamic=True if args.dynamic == "true" else None))
+                            dynamic=True if args.dynamic == "true" else None, device=args.device))
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)

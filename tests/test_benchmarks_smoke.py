@@ -27,6 +27,7 @@ COVERED_ELSEWHERE = {
     "benchmarks/gns.py": "tests/simulate/test_gns_scripts.py",  # --smoke --json, parity asserted there
     "benchmarks/gns_table.py": "tests/simulate/test_gns_scripts.py",  # needs a trained run: that test trains one
     "benchmarks/ipa.py": "tests/test_ipa_benchmark.py",
+    "benchmarks/compile_specs.py": "tests/test_compile.py",  # --smoke: one spec through torch.compile
     "benchmarks/molecular_full_runs.py": "tests/train/test_specs_single_atom.py",  # trains a spec end to end
     "benchmarks/ddp.py": "tests/test_scale_benchmarks.py",  # trains a spec in 1 and 2 processes
     "benchmarks/sampling.py": "tests/test_scale_benchmarks.py",  # trains a sampled spec
