@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,22 +37,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from graphdl import benchmarking  # noqa: E402
+
 DATASET = os.path.join(ROOT, "datasets", "water_drop_2d.yaml")
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    if importlib.util.find_spec("taichi") is not None:
-        from importlib.metadata import version
-
-        versions["taichi"] = version("taichi")
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions}
 
 
 def initial_state(trajectories: int):
@@ -90,7 +76,7 @@ def main(argv=None) -> int:
     cases += [("taichi", "float64", t) for t in args.threads]
     if not args.no_float32:
         cases.append(("taichi", "float32", 1))
-    info = machine()
+    info = benchmarking.machine("cpu", peers=("numpy", "taichi"))  # the peers' versions ('-' if absent)
     load_before = os.getloadavg()
 
     def fresh():
@@ -139,7 +125,7 @@ def main(argv=None) -> int:
     print(f"MLS-MPM water ({DATASET.removeprefix(ROOT + os.sep)}): {state0.num_traj} trajectories, {particles} "
           f"particles, grid {cfg.n_grid}, {cfg.substeps} substeps/frame; {args.frames} frames, median of "
           f"{args.repeat}")
-    print(f"  {info['cpu']}, {info['cores']} cores; {', '.join(f'{k} {v}' for k, v in info['versions'].items())}")
+    print(benchmarking.banner("cpu", peers=("numpy", "taichi")))
     print(f"  load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
           f"{'/'.join(f'{x:.1f}' for x in load_after)}")
     print("| backend | precision | threads | frames/s | ms/frame | x numpy | CPU ms/frame | x numpy (CPU) | start-up s "

@@ -39,6 +39,7 @@ COVERED_ELSEWHERE = {
 
 NO_DEVICE = {
     "benchmarks/mmff_table.py": "tabulates metrics files and a mean-energy baseline: no model runs on a device",
+    "benchmarks/mpm_backends.py": "times the MLS-MPM data generator (NumPy, Taichi's CPU backend): no torch device",
 }
 """Scripts without ``--device``, each with its reason."""
 

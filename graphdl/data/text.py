@@ -92,6 +92,24 @@ class CharText(DatasetType):
     Params = CharTextParams
 
     @classmethod
+    def fields(cls, p) -> dict | None:
+        """``node.tok`` and ``node.y`` are ``categorical(V)``; V, the number of distinct characters, is
+        known without a data file for ``source: pydoc_topics`` (the text ships with Python), and
+        only after reading the file for ``path:`` (None: ``graphdl run`` checks it)."""
+        if p.source != "pydoc_topics":
+            return None
+        text = pydoc_topics_text()
+        if p.max_characters is not None:
+            text = text[:p.max_characters]
+        v = len(set(text))
+        return {"node.tok": Categorical(v), "node.y": Categorical(v)}
+
+    @classmethod
+    def field_docs(cls, p) -> dict[str, str]:
+        return {"node.tok": "the character at each position (index into the sorted vocabulary)",
+                "node.y": "the next character (the target of next-token prediction)"}
+
+    @classmethod
     def load(cls, p, *, cache_dir: str | None = None, base_dir: str = ".") -> Dataset:
         if p.source == "pydoc_topics":
             text = pydoc_topics_text()
