@@ -35,10 +35,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("graphdl/ops/neighbors.py", "_kdtree_radius", "dst[keep].numpy()"): _GRAPH + " (cKDTree: host)",
     ("graphdl/ops/neighbors.py", "knn_graph", "int(batch.max())"): _GRAPH,
     ("graphdl/ops/neighbors.py", "knn_graph", "int(counts.max())"): _GRAPH,
-    ("graphdl/nn/attention.py", "dense_index", "int(counts.max())"): _PAD + " (cached on the batch)",
-    ("graphdl/nn/structural.py", "dense_adjacency", "int((ptr[1:] - ptr[:-1]).max())"):
-        "structural encodings (cycle counts, Laplacian PE) work on per-graph dense adjacency: the largest graph's "
-        "size must be known on the host; input features, computed once per batch",
 }
 """(file, enclosing function, source text) -> why that sync is acceptable."""
 

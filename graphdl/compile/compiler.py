@@ -403,6 +403,8 @@ def _prepare_eagerly(model: GraphModel, g: Graph) -> Graph:
     g = model.prepare(g)
     if model._needs_max_graph_nodes:
         g.max_graph_nodes()
+    if model._needs_edges:
+        g.edge_index  # noqa: B018 - builds a complete/causal graph's edges here, not in the trace (a host sync)
     return g
 
 
@@ -436,6 +438,10 @@ class GraphModel(nn.Module):
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
         self._needs_max_graph_nodes = any(getattr(b, "needs_max_graph_nodes", False) for b in modules)
+        # a stack that reads or writes edge fields needs the edge list of a complete/causal graph,
+        # whose edges are otherwise built on first use (dense attention never needs them)
+        self._needs_edges = any(k.startswith("edge.") for k in plan.inputs) or any(
+            k.startswith("edge.") for s in plan.steps for k in (*s.sig.reads, *s.sig.writes))
         self.trace: list | None = None
         """When a list, every step appends ``(step index, fields it wrote)`` (``graphdl verify`` uses
         it to name the first block that breaks a symmetry); ``None`` (default) records nothing."""

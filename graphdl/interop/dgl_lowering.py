@@ -351,11 +351,11 @@ def _readout(block, g, f):
     else:
         index = g.batch if block.space == "node" else g.edge_batch
         b, d = g.num_graphs, x.size(-1)
-        state = (x.new_zeros(1, b, d), x.new_zeros(1, b, d))
+        state = (x.new_zeros(b, d), x.new_zeros(b, d))
         q_star = x.new_zeros(b, 2 * d)
         for _ in range(p.steps):  # over processing steps, not graphs
-            q, state = block.lstm(q_star.unsqueeze(0), state)
-            q = q.view(b, d)
+            state = block.lstm(q_star, state)  # LSTMStep: one step of nn.LSTM's cell
+            q = state[0]
             a = ops.segment_softmax(seglen, (x * q.index_select(0, index)).sum(-1, keepdim=True))
             q_star = torch.cat([q, ops.segment_reduce(seglen, a * x, "sum")], -1)
         out = q_star

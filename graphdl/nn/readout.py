@@ -69,6 +69,7 @@ class LSTMStep(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size  # nn.LSTM's attributes, for exporters
         ref = nn.LSTM(input_size, hidden_size)
         self.weight_ih_l0, self.weight_hh_l0 = ref.weight_ih_l0, ref.weight_hh_l0
         self.bias_ih_l0, self.bias_hh_l0 = ref.bias_ih_l0, ref.bias_hh_l0

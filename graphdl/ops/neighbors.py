@@ -334,6 +334,24 @@ def _pattern_graph_class():
         def device(self):
             return self.batch.device
 
+        def _lazy_like(self, fields: dict, cache: dict):
+            g = object.__new__(type(self))
+            g.num_nodes, g.num_graphs, g.batch, g.fields, g._cache = (self.num_nodes, self.num_graphs, self.batch,
+                                                                       fields, cache)
+            g._pattern, g._edges = self._pattern, self._edges  # still lazy when not built yet
+            g._max_graph_nodes = self._max_graph_nodes
+            return g
+
+        def uncached(self):
+            # Graph.uncached reads edge_index, which would build the edges (a host sync) inside a
+            # torch.compile trace of a dense transformer that never needs them
+            return self._lazy_like(dict(self.fields), {})
+
+        def replace(self, **fields):
+            new = dict(self.fields)
+            new.update({k.replace("__", "."): v for k, v in fields.items()})
+            return self._lazy_like(new, self._cache)
+
     _PATTERN_GRAPH = PatternGraph
     return PatternGraph
 
