@@ -245,7 +245,10 @@ class Graph:
         What a ``torch.compile`` trace works on (see the module docstring): everything a block
         caches on it lives for one call, and the original's cache is neither read nor written.
         """
-        return self._like(self.edge_index, dict(self.fields))
+        g = self._like(self.edge_index, dict(self.fields))
+        if "source_graph" in self._cache:  # neighbors.SOURCE_GRAPH: the dataset's own bonds, not a cache
+            g._cache["source_graph"] = self._cache["source_graph"]
+        return g
 
     def replace(self, **fields: Tensor) -> "Graph":
         """A shallow copy with some fields replaced (keys with ``__`` for ``.``: ``node__h``)."""

@@ -345,7 +345,8 @@ def _pattern_graph_class():
         def uncached(self):
             # Graph.uncached reads edge_index, which would build the edges (a host sync) inside a
             # torch.compile trace of a dense transformer that never needs them
-            return self._lazy_like(dict(self.fields), {})
+            keep = {SOURCE_GRAPH: self._cache[SOURCE_GRAPH]} if SOURCE_GRAPH in self._cache else {}
+            return self._lazy_like(dict(self.fields), keep)
 
         def replace(self, **fields):
             new = dict(self.fields)
