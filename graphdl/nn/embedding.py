@@ -6,12 +6,12 @@ the way from it to real-valued channels (every other block refuses class indices
 
 from __future__ import annotations
 
-from pydantic import PositiveInt, field_validator
+from pydantic import PositiveInt
 from torch import nn
 
 from graphdl.errors import InferenceError
-from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.base import Block, Signature, register_block
+from graphdl.nn.basic import FieldParams
 from graphdl.types import Categorical, Scalar
 
 
@@ -29,17 +29,9 @@ class Embedding(Block):
 
     family = "basic"
 
-    class Params(BlockParams):
-        input: str
-        output: str | None = None
+    class Params(FieldParams):
+        input: str  # required here (FieldParams defaults to node.h); validators from FieldParams
         out_dim: PositiveInt
-
-        _v_in = field_validator("input")(_check_key)
-
-        @field_validator("output")
-        @classmethod
-        def _v_out(cls, v):
-            return None if v is None else _check_key(v)
 
     @classmethod
     def infer(cls, p, fields, ctx):

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
-from graphdl.nn.basic import _check_key
+from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.ops.geometry import safe_sqrt
 from graphdl.types import FieldType, Irreps, Scalar, Trajectory, split_key
 
@@ -222,17 +222,9 @@ class Standardize(_StatsMixin, Block):
 
     family = "particles"
 
-    class Params(BlockParams):
-        input: str
-        output: str | None = None
+    class Params(FieldParams):
+        input: str  # required here (FieldParams defaults to node.h); validators from FieldParams
         statistic: str
-
-        _v_in = field_validator("input")(_check_key)
-
-        @field_validator("output")
-        @classmethod
-        def _v_out(cls, v):
-            return None if v is None else _check_key(v)
 
     @classmethod
     def infer(cls, p, fields, ctx):
