@@ -85,6 +85,18 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_failed() -> bool:
+    d = sys.modules.get("graphdl.train.distributed")  # (imported only by commands that train)
+    return d is not None and d.failed()
+
+
+def _exit_if_rank_failed(code: int) -> None:
+    """A failed data-parallel rank (under torchrun) exits here, before its collectives' destructors
+    can hang it (see :func:`graphdl.train.distributed.exit_now`)."""
+    if _rank_failed():
+        sys.modules["graphdl.train.distributed"].exit_now(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -99,10 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     except GraphDLError as e:
         if not getattr(e, "silent", False):  # a rank following another rank's failure says nothing
             print(f"error: {e}", file=sys.stderr)
+        _exit_if_rank_failed(2)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        _exit_if_rank_failed(130)
         return 130
+    except BaseException:
+        if _rank_failed():
+            import traceback
+
+            traceback.print_exc()
+            _exit_if_rank_failed(1)
+        raise
     except BrokenPipeError:  # `graphdl describe --json spec.yaml | head`: the reader left, nothing is wrong
         import os
 

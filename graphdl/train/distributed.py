@@ -85,6 +85,33 @@ class World:
 
 _WORLD = World()
 _TIMEOUT = DEFAULT_TIMEOUT
+_FAILED = False
+
+
+def failed() -> bool:
+    """Whether a data-parallel run in this process ended with an error (see :func:`exit_now`)."""
+    return _FAILED
+
+
+def mark_failed() -> None:
+    global _FAILED
+    _FAILED = True
+
+
+def exit_now(code: int) -> None:
+    """End this rank's process at once, after flushing its output, without running destructors.
+
+    A rank whose run failed may still hold collectives that never completed (a peer is stuck or
+    gone). Releasing the DDP model then destroys its gloo process group, whose destructor joins a
+    worker thread that itself waits for the GIL the destructor holds: the process never exits
+    (seen with torch 2.13: ``~ProcessGroupGloo`` → ``std::thread::join`` while the worker's
+    ``~AsyncWork`` waits in ``gil_scoped_acquire``). Nothing is left to clean up at that point:
+    rank 0 abandoned its staging directory before the error reached here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def world() -> World:
@@ -373,19 +400,19 @@ def _child(rank: int, size: int, rdv: str, errors: str, kwargs: dict, trust: boo
             run(**kwargs, progress=Progress(**progress), timeout=timeout_s, _init_method=rdv)
     except PeerStopped as e:
         _write_error(err, "peer", e)
-        sys.exit(2)
+        exit_now(2)
     except DistributedError as e:
         _write_error(err, "peer" if "lost contact" in str(e) else "error", e)
-        sys.exit(2)
+        exit_now(2)
     except GraphDLError as e:
         _write_error(err, "error", e)
-        sys.exit(2)
-    except SystemExit:
-        raise
+        exit_now(2)
+    except SystemExit as e:  # SIGTERM from the launcher
+        exit_now(e.code if isinstance(e.code, int) else 1)
     except BaseException as e:  # a bug, not a user error: keep the traceback
         traceback.print_exc()
         _write_error(err, "crash", e)
-        sys.exit(1)
+        exit_now(1)
 
 
 def _omp_threads() -> int | None:
@@ -424,12 +451,14 @@ def launch(nproc: int, kwargs: dict, *, trust: bool = False, timeout_s: float | 
         for p in procs:
             p.start()
         alive = list(procs)
-        failed = False
-        while alive and not failed:
-            multiprocessing.connection.wait([p.sentinel for p in alive])
+        stopped = False
+        while alive and not stopped:
+            # a rank that reported an error has failed even before it exits (see exit_now)
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=1.0)
             alive = [p for p in alive if p.exitcode is None]
-            failed = any(p.exitcode not in (None, 0) for p in procs)
-        if failed:
+            stopped = (any(p.exitcode not in (None, 0) for p in procs)
+                       or any(os.path.exists(os.path.join(tmp, f"rank{r}.json")) for r in range(nproc)))
+        if stopped:
             end = time.monotonic() + grace
             for p in procs:
                 p.join(max(0.0, end - time.monotonic()))
@@ -519,5 +548,5 @@ def _as_error(type_name: str, message: str, crash: bool) -> GraphDLError:
 
 
 __all__ = ["DEFAULT_TIMEOUT", "RankLoader", "World", "agree", "all_gather", "all_sum", "barrier", "broadcast",
-           "broadcast_module", "init", "launch", "lost_contact", "phase", "raise_agreed", "shard", "shutdown", "world",
+           "broadcast_module", "exit_now", "failed", "init", "launch", "mark_failed", "lost_contact", "phase", "raise_agreed", "shard", "shutdown", "world",
            "world_from_env", "wrap_model"]

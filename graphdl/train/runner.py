@@ -401,9 +401,11 @@ def run(source, *, out: str | None = None, epochs: int | None = None, device: st
     try:
         return _run(source, progress=progress, **kw)
     except GraphDLError:
+        D.mark_failed()  # the caller ends this process with D.exit_now once it has reported
         raise
-    except Exception as e:
-        if D.is_comm_error(e):
+    except BaseException as e:
+        D.mark_failed()
+        if isinstance(e, Exception) and D.is_comm_error(e):
             raise D.lost_contact(e) from None
         raise
     finally:
