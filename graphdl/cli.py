@@ -117,18 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         _exit_if_rank_failed(130)
         return 130
-    except BaseException:
+    except BrokenPipeError:  # `graphdl describe --json spec.yaml | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
+    except BaseException:  # a crash (not a user error) in a failed data-parallel rank
         if _rank_failed():
             import traceback
 
             traceback.print_exc()
             _exit_if_rank_failed(1)
         raise
-    except BrokenPipeError:  # `graphdl describe --json spec.yaml | head`: the reader left, nothing is wrong
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
-        return 0
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ FAMILIES = {
 {type: backbone_update, input: node.s, frame: node.frame}""", outputs="[node.frame, node.s]",
         extra="graph: {kind: complete, self_loops: true}\n"),
 }
+# Graphormer's distances read the largest graph's size on the host: computed before the trace
+FAMILIES["structural: graphormer shortest-path bias (specs/transformer/graphormer_freesolv.yaml)"] = \
+    "specs/transformer/graphormer_freesolv.yaml"
 TINY_FORCES = _spec("forces", "{node.atom: 3, node.pos: 1o}", """
 {type: linear, input: node.atom, output: node.h, out_dim: 8}
 {type: schnet, input: node.h, pos: node.pos, filters: 8, num_rbf: 6, cutoff: 3.0}

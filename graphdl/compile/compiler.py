@@ -401,6 +401,8 @@ def _prepare_eagerly(model: GraphModel, g: Graph) -> Graph:
                 f"first compiled call (the force computation is then traced into the graph and differentiated "
                 f"once), or train this model eagerly")
     g = model.prepare(g)
+    for b in model._eager_structure:  # structural tensors with host reads (Graphormer's distances)
+        b.eager_structure(g)
     if model._needs_max_graph_nodes:
         g.max_graph_nodes()
     if model._needs_edges:
@@ -437,7 +439,12 @@ class GraphModel(nn.Module):
         self._after = [list(s.after) for s in plan.steps]
         self._inputs = dict(plan.inputs)
         self._outputs = list(plan.outputs)
-        self._needs_max_graph_nodes = any(getattr(b, "needs_max_graph_nodes", False) for b in modules)
+        self._needs_max_graph_nodes = any(getattr(m, "needs_max_graph_nodes", False)  # (nested blocks too)
+                                          for b in modules for m in b.modules())
+        # blocks whose structural, non-differentiable inputs need host reads (data-dependent sizes):
+        # under torch.compile they are computed eagerly and kept across the trace's uncached view
+        self._eager_structure = [b for b in modules if hasattr(b, "eager_structure")]
+        self._eager_keys = tuple(k for b in self._eager_structure for k in b.eager_structure_keys())
         # a stack that reads or writes edge fields needs the edge list of a complete/causal graph,
         # whose edges are otherwise built on first use (dense attention never needs them)
         self._needs_edges = any(k.startswith("edge.") for k in plan.inputs) or any(
@@ -578,7 +585,7 @@ class GraphModel(nn.Module):
             # Input checks and the neighbour search (which syncs with the host: data-dependent
             # edge counts) run eagerly, cached on the batch as in eager mode; the stack is traced
             # on a view with an empty structure cache, so one graph serves cold and warm batches.
-            g = _prepare_eagerly(self, g).uncached()
+            g = _prepare_eagerly(self, g).uncached(keep=self._eager_keys)
         else:
             self.check_inputs(g)
             g = self.prepare(g)

@@ -239,15 +239,20 @@ class Graph:
         g._max_graph_nodes = self._max_graph_nodes  # same batch vector, same graph sizes
         return g
 
-    def uncached(self) -> Graph:
+    def uncached(self, keep: tuple = ()) -> Graph:
         """A shallow copy sharing every tensor, with an empty structure cache.
 
         What a ``torch.compile`` trace works on (see the module docstring): everything a block
         caches on it lives for one call, and the original's cache is neither read nor written.
+        ``keep``: cache keys carried over (plain tensors computed eagerly before the trace, e.g.
+        :meth:`graphdl.nn.graphormer.ShortestPathBias.eager_structure`; they enter the trace as inputs).
         """
         g = self._like(self.edge_index, dict(self.fields))
         if "source_graph" in self._cache:  # neighbors.SOURCE_GRAPH: the dataset's own bonds, not a cache
             g._cache["source_graph"] = self._cache["source_graph"]
+        for k in keep:
+            if k in self._cache:
+                g._cache[k] = self._cache[k]
         return g
 
     def replace(self, **fields: Tensor) -> "Graph":

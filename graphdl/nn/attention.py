@@ -543,9 +543,13 @@ def dense_reason(kind: str, self_loops: bool, has_bias: bool) -> str:
     return f"dense SDPA over padded per-graph blocks ({what[(kind, self_loops)]}{bias})"
 
 
-def _dense_pairs(g, idx: Tensor, m: int) -> Tensor:
-    """Flat ``(b·M + i)·M + j`` position of every edge ``j -> i`` of ``g`` in the ``(B, M, M)`` block stack."""
-    key = ("attention.dense_pairs", m)
+def _dense_pairs(g, idx: Tensor, m: int, num_nodes_hint: int | None) -> Tensor:
+    """Flat ``(b·M + i)·M + j`` position of every edge ``j -> i`` of ``g`` in the ``(B, M, M)`` block stack.
+
+    Cached under the hint that fixed ``M`` (as :func:`dense_index`), not under ``M`` itself: a
+    key holding the size would make a ``torch.compile`` trace guard on its value (a recompile
+    for every new largest graph)."""
+    key = ("attention.dense_pairs", num_nodes_hint)
     if key not in g._cache:
         g._cache[key] = idx.index_select(0, g.dst) * m + (idx.index_select(0, g.src) % m)
     return g._cache[key]
@@ -611,7 +615,7 @@ def dense_attention(g, q: Tensor, k: Tensor, v: Tensor, *, kind: str, self_loops
             allowed = allowed | (empty & (ar.view(m, 1) == ar.view(1, m)))
         mask = allowed
         if bias is not None:
-            flat = bias.new_zeros(b * m * m, H).index_copy(0, _dense_pairs(g, idx, m), bias)
+            flat = bias.new_zeros(b * m * m, H).index_copy(0, _dense_pairs(g, idx, m, num_nodes_hint), bias)
             dense_bias = flat.view(b, m, m, H).permute(0, 3, 1, 2)
             mask = dense_bias.masked_fill(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=mask, dropout_p=dropout_p,

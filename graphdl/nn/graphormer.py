@@ -118,6 +118,15 @@ class ShortestPathBias(Block):
     def forward(self, g, f):
         return {self.p.output: self.weight.index_select(0, edge_distances(g, self.p.max_distance))}
 
+    def eager_structure_keys(self) -> tuple:
+        return (("graphormer.edge_distances", self.p.max_distance),)
+
+    def eager_structure(self, g) -> None:
+        """Compute the distances before a ``torch.compile`` trace: the padded adjacency reads the
+        largest graph's size on the host, which inside the trace breaks the graph and makes new
+        batch sizes recompile."""
+        edge_distances(g, self.p.max_distance)
+
     def describe_extra(self) -> str:
         return f"distances 0..{self.p.max_distance}+ and unreachable -> {self.p.heads} heads"
 
@@ -166,12 +175,23 @@ class DegreeEncoding(Block):
         super().__init__(p, sig, ctx)
         self.weight = nn.Parameter(torch.randn(p.max_degree + 1, sig.info["dim"]) * 0.02)
 
-    def forward(self, g, f):
-        key = ("graphormer.degree", self.p.max_degree)
+    def _degrees(self, g) -> Tensor:
+        key = self.eager_structure_keys()[0]
         deg = g._cache.get(key)
         if deg is None:
             deg = g._cache[key] = source_graph(g).in_degree().clamp(max=self.p.max_degree)
-        z = self.weight.index_select(0, deg)
+        return deg
+
+    def eager_structure_keys(self) -> tuple:
+        return (("graphormer.degree", self.p.max_degree),)
+
+    def eager_structure(self, g) -> None:
+        """Compute the degrees before a ``torch.compile`` trace (they come from the dataset's graph,
+        whose own structure cache the trace must not read)."""
+        self._degrees(g)
+
+    def forward(self, g, f):
+        z = self.weight.index_select(0, self._degrees(g))
         if self.p.add_to is not None:
             return {self.p.add_to: f[self.p.add_to] + z}
         return {self.p.output: z}

@@ -150,6 +150,8 @@ class MultiheadAttention(Block):
         self.embed_dim = d
         self.lowering = sig.info["lowering"]
         self.reason = sig.info["reason"]
+        # the padded layout's side is read from the batch (GraphModel reads it before a trace)
+        self.needs_max_graph_nodes = self.lowering == "dense" and getattr(ctx, "num_nodes_hint", None) is None
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d)) if p.bias else None
         self.out_proj = nn.Linear(d, d, bias=p.bias)

@@ -342,11 +342,11 @@ def _pattern_graph_class():
             g._max_graph_nodes = self._max_graph_nodes
             return g
 
-        def uncached(self):
+        def uncached(self, keep: tuple = ()):
             # Graph.uncached reads edge_index, which would build the edges (a host sync) inside a
             # torch.compile trace of a dense transformer that never needs them
-            keep = {SOURCE_GRAPH: self._cache[SOURCE_GRAPH]} if SOURCE_GRAPH in self._cache else {}
-            return self._lazy_like(dict(self.fields), keep)
+            kept = {k: self._cache[k] for k in (SOURCE_GRAPH, *keep) if k in self._cache}
+            return self._lazy_like(dict(self.fields), kept)
 
         def replace(self, **fields):
             new = dict(self.fields)
