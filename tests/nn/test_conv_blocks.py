@@ -329,3 +329,32 @@ def test_specs_compile_and_run_on_a_collated_batch(spec):
     # float32 spec models, |out| ≤ 2: the same rows in a larger batch (other summation order), measured
     # ≤ 1.2e-7 ≈ 1 eps32·|out|; atol 1e-5 + rtol 1e-5 ≈ 84 eps32
     assert torch.allclose(one, full[sl], atol=1e-5)
+
+
+@pytest.mark.parametrize("name, cls, params", [("gcn", GCN, {"out_dim": 5}), ("gin_fixed_eps", GIN, {"out_dim": 5, "eps": 0.3})],
+                         ids=["gcn", "gin_fixed_eps"])
+@pytest.mark.parametrize("case", ["multi_edges", "batch"])
+def test_a_batch_switches_to_the_looped_product_after_its_uses_pay_for_it(name, cls, params, case):
+    """A fresh batch runs the plain CSR product plus the diagonal (nothing to build); the
+    :data:`LOOPED_AFTER_USES`-th use of the same batch builds ``A + I`` and runs over it from
+    then on. Both paths are the same sum in another order: float64, ≤ (deg + 1)·eps relative
+    per output (roundoff of the largest row), far below 1e-12 here."""
+    from graphdl.nn.conv import LOOPED_AFTER_USES
+
+    g = _graph(dict(graph_cases(feat_dim=D, edge_dim=D))[case])
+    block = _build(cls, params).eval()
+    x = g["node.h"].clone().requires_grad_(True)
+    gr = torch.randn(g.num_nodes, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    results = []
+    for use in range(1, LOOPED_AFTER_USES + 2):
+        out = block(g, {"node.h": x})["node.h"]
+        (dx,) = torch.autograd.grad(out, x, gr)
+        results.append((out.detach(), dx))
+        assert ("csr_loops_int32" in g._cache) == (use >= LOOPED_AFTER_USES), use
+    for out, dx in results[1:]:
+        assert torch.allclose(out, results[0][0], rtol=0, atol=1e-12)
+        assert torch.allclose(dx, results[0][1], rtol=0, atol=1e-12)
+    # and a batch seen once never pays for A + I
+    fresh = _graph(dict(graph_cases(feat_dim=D, edge_dim=D))[case])
+    block(fresh, {"node.h": fresh["node.h"]})
+    assert "csr_loops_int32" not in fresh._cache
