@@ -184,7 +184,7 @@ model:
     lowerings = [getattr(s.params, "lowering", None) for s in model.plan.steps]
     assert lowerings == [None, "dgl", "auto", "dgl"]  # a layer's own `lowering: auto` is kept
     table = model.describe()
-    assert "dgl: u_mul_e_sum" in table and "dgl: segment_reduce" in table and "spmm mean (CSR)" in table
+    assert "dgl: copy_u_sum between D^-1/2 node scalings" in table and "dgl: segment_reduce" in table and "spmm mean (CSR)" in table
     notes = [describe_lowering(b) for b in model.blocks]
     assert notes[1].startswith("dgl:") and not notes[2].startswith("dgl:")
     auto = compile_spec(parse_spec_text(text))
