@@ -206,3 +206,42 @@ def test_graphormer_compiled_reads_the_molecules_bonds():
             got = cm(b)
             for k in want:
                 assert torch.equal(got[k], want[k]), k
+
+
+def _perturbing_backend(size: float):
+    """A Dynamo backend that runs the graph and adds ``size`` to every floating output: a
+    stand-in for a compiled kernel that is wrong by a known amount."""
+    def backend(gm, example_inputs):
+        def run(*args):
+            outs = gm(*args)
+            bump = (lambda t: t + size if isinstance(t, torch.Tensor) and t.is_floating_point() else t)
+            return type(outs)(bump(o) for o in outs) if isinstance(outs, (tuple, list)) else bump(outs)
+        return run
+    return backend
+
+
+FP64_SPEC = _spec("fp64", "{node.h: 5}", """
+{type: gin, input: node.h, out_dim: 8, last_act: true}
+{type: readout, input: node.h, output: graph.y, reduce: sum}""")
+
+
+def test_calls_above_the_bound_are_judged_against_float64():
+    """Above ``tol_eps`` a float32 call is run again in float64 and passes when the compiled
+    result is no farther from it than FP64_FACTOR x eager float32 (graphdl/testing/compile.py).
+    With a bound of -1 every call goes there: the `eager` backend runs eager's kernels (distance
+    ratio exactly 1, passes); a backend that adds 1e-3 to every output is ~1e-3 away from the
+    float64 result where eager float32 is ~1e-7 away (fails, though errors of 1e-3 are
+    not the point: the float64 judgement must tell the two apart)."""
+    from graphdl.testing.compile import FP64_FACTOR
+
+    for backend, ok in (("eager", True), (_perturbing_backend(1e-3), False)):
+        torch.manual_seed(0)
+        model = _model(FP64_SPEC)
+        r = check_compiled(model, spec_batches(model, sizes=SIZES), backend=backend, tol_eps=-1)
+        assert r.error is None, r.error
+        stages = [s for s, _, _ in r.fp64]
+        assert {"eval b2", "train b2", "train b4 (new size)"} <= set(stages)
+        if ok:
+            assert all(c == e for _, c, e in r.fp64) and r.fp64_ok() and r.passed(-1)
+        else:
+            assert all(c > FP64_FACTOR * e for _, c, e in r.fp64) and not r.fp64_ok() and not r.passed(-1)

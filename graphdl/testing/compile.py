@@ -43,6 +43,7 @@ Used by ``tests/test_compile.py`` and ``benchmarks/compile_specs.py``.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext as _nothing
 from dataclasses import dataclass, field
 
 import torch
@@ -51,10 +52,23 @@ from torch import Tensor
 from graphdl.data.graph import Graph
 from graphdl.testing.equivariance import random_graph_for
 
-__all__ = ["TOL_EPS", "CompileCheck", "check_compiled", "fill_zero_parameters", "spec_batches"]
+__all__ = ["FP64_FACTOR", "TOL_EPS", "CompileCheck", "check_compiled", "fill_zero_parameters", "spec_batches"]
 
 TOL_EPS = 512
 """Bound on the scaled compiled-vs-eager error, in units of the dtype's eps (see the module docstring)."""
+
+FP64_FACTOR = 2.0
+"""A float32 call above ``TOL_EPS`` is still float32 round-off when the compiled result is no farther
+from the float64 result ``t`` of the same call than ``FP64_FACTOR`` times eager float32's distance
+from it. The reasoning: where the a-priori bound does not cover a model (gains far from one:
+batch norm over features of small variance, sums with cancellation), eager float32's measured
+distance from ``t`` is the round-off float32 makes on that input; compiled and eager are two
+evaluations of the same sums in different orders, equally exposed to it, and ``|c − e| ≤ |c − t| +
+|e − t|`` lets two such results differ by up to twice that. A wrong kernel is far from ``t`` in
+any precision, so it fails this test as it fails the bound. (PyTorch's own accuracy check of
+compiled models, ``torch._dynamo.utils.same(..., fp64_ref=...)``, compares against a float64
+reference the same way.) Only float32 models are checked this way; each such call is listed in
+:attr:`CompileCheck.fp64`."""
 
 WARMUP_SIZES = ((4, 5, 7), (6, 3, 8, 5), (5, 9))
 """Graph sizes of the warm-up batches b1, b2, b3."""
@@ -89,9 +103,20 @@ class CompileCheck:
     stage: str = ""
     """The call that raised ``error``."""
 
+    fp64: list[tuple[str, float, float]] = field(default_factory=list)
+    """For each float32 call whose error exceeded the bound: ``(stage, compiled error, eager
+    error)``, both measured against the same call run in float64 (see :data:`FP64_FACTOR`)."""
+
+    def fp64_ok(self) -> bool:
+        """Every call above the bound is within float32's own round-off (:data:`FP64_FACTOR`)."""
+        return all(c <= FP64_FACTOR * e for _, c, e in self.fp64)
+
     def passed(self, tol: float) -> bool:
-        return (self.error is None and self.new_size_graphs == 0
-                and self.eval_err <= tol and self.train_err <= tol)
+        """No error, no new-size recompile, and every call within ``tol`` or, when above it,
+        no farther from the float64 result than :data:`FP64_FACTOR` times eager float32 is."""
+        above = {stage for stage, _, _ in self.fp64}
+        within = (self.eval_err <= tol and self.train_err <= tol) or (bool(above) and self.fp64_ok())
+        return self.error is None and self.new_size_graphs == 0 and within
 
 
 def spec_batches(model, *, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -169,6 +194,74 @@ def _err_dicts(a: dict[str, Tensor], b: dict[str, Tensor], common_scale: bool = 
     return diff / scale if scale > 0 else float("inf")
 
 
+def _err_grads(a: dict[str, Tensor], b: dict[str, Tensor], magnitude: dict[str, Tensor]) -> float:
+    """Worst gradient error, each element scaled by the larger of the common scale (the largest
+    gradient, as :func:`_err_dicts` with ``common_scale``) and the element's summation magnitude
+    ``magnitude[name]`` where it is known.
+
+    A parameter gradient is a sum over nodes or edges (``∂L/∂W = Σ_i δ_i x_iᵀ``, ``∂L/∂b = Σ_i
+    δ_i``); reordering a sum moves it by at most ``(n − 1)·eps·Σ_i |term_i|`` (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., §4.2), which is far above ``eps`` times the result
+    when the terms cancel: the bias of a linear map followed by batch norm has gradient 0 in
+    exact arithmetic, and its computed value is round-off of ``Σ_i |δ_i|``. ``magnitude`` holds
+    ``Σ_i |δ_i||x_i|ᵀ`` and ``Σ_i |δ_i|`` of every ``nn.Linear`` (:func:`_linear_magnitudes`)."""
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in b):
+        return float("inf")
+    scale = max((float(v.detach().abs().max()) for v in b.values() if v.numel()), default=0.0)
+    worst = 0.0
+    for k in b:
+        if not b[k].numel():
+            continue
+        diff = (a[k].detach().double() - b[k].detach().double()).abs()
+        if not bool((diff > 0).any()):
+            continue
+        denom = torch.full_like(diff, scale)
+        if k in magnitude:
+            denom = torch.maximum(denom, magnitude[k].double())
+        worst = max(worst, float((diff / denom).max()) if bool((denom > 0).all()) else float("inf"))
+    return worst
+
+
+class _linear_magnitudes:
+    """Context manager: while active, every ``nn.Linear`` of ``model`` accumulates the summation
+    magnitudes of its parameter gradients, ``Σ_i |δ_i||x_i|ᵀ`` (weight) and ``Σ_i |δ_i|`` (bias),
+    over the rows ``i`` of its inputs in every call (forward hook keeps ``|x|``, backward hook
+    reads ``|δ|``). :attr:`magnitude` maps parameter names to them (see :func:`_err_grads`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.magnitude: dict[str, Tensor] = {}
+        self.handles: list = []
+
+    def __enter__(self):
+        for mname, mod in self.model.named_modules():
+            if type(mod) is not torch.nn.Linear:
+                continue
+            inputs: list[Tensor] = []
+            prefix = f"{mname}." if mname else ""
+
+            def fwd(m, args, out, inputs=inputs):
+                inputs.append(args[0].detach().abs().reshape(-1, m.in_features))
+
+            def bwd(m, grad_in, grad_out, inputs=inputs, prefix=prefix):
+                if grad_out[0] is None or not inputs:
+                    return
+                d = grad_out[0].detach().abs().reshape(-1, m.out_features)
+                x = inputs.pop()  # backward visits the calls in reverse order
+                w = d.t().double() @ x.double()
+                self.magnitude[prefix + "weight"] = self.magnitude.get(prefix + "weight", 0) + w
+                if m.bias is not None:
+                    self.magnitude[prefix + "bias"] = self.magnitude.get(prefix + "bias", 0) + d.double().sum(0)
+
+            self.handles += [mod.register_forward_hook(fwd), mod.register_full_backward_hook(bwd)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
 class _CountingBackend:
     """A Dynamo backend that counts the graphs it is given and hands them to ``inner``."""
 
@@ -189,7 +282,8 @@ def _one_line(e: BaseException) -> str:
 
 
 def check_compiled(model, batches: list[Graph], *, name: str = "", backend: str = "inductor",
-                   dynamic: bool | None = True, seed: int = 0, dynamo_config: dict | None = None) -> CompileCheck:
+                   dynamic: bool | None = True, seed: int = 0, dynamo_config: dict | None = None,
+                   tol_eps: float = TOL_EPS) -> CompileCheck:
     """Run ``torch.compile(model)`` against eager ``model`` as described in the module docstring.
 
     Args:
@@ -200,6 +294,8 @@ def check_compiled(model, batches: list[Graph], *, name: str = "", backend: str 
         dynamic: passed to ``torch.compile``.
         dynamo_config: ``torch._dynamo.config`` values for the run (e.g.
             ``{"trace_autograd_ops": True}``, which ``forces: autograd`` models need to train).
+        tol_eps: the bound above which a float32 call is also compared with its float64 run
+            (:data:`FP64_FACTOR`); :meth:`CompileCheck.passed` takes the bound again.
 
     Returns:
         a :class:`CompileCheck`; an exception in any call is caught and recorded with its stage.
@@ -233,20 +329,34 @@ def check_compiled(model, batches: list[Graph], *, name: str = "", backend: str 
                 res.single_graph_graphs += counter.graphs - before
         return out
 
+    limit = tol_eps * torch.finfo(torch.float32).eps
+    fp32 = all(p.dtype == torch.float32 for _, p in params)
+
+    def model64():
+        import copy
+
+        return copy.deepcopy(model).double()
+
     def evaluate(g: Graph, eager_first: bool = False) -> None:
         model.eval()
         with torch.no_grad():
             ref = model(g if eager_first else _uncached(g))
             got = timed(lambda: cm(g))
-        res.eval_err = max(res.eval_err, _err_dicts(got, ref))
+        err = _err_dicts(got, ref)
+        res.eval_err = max(res.eval_err, err)
+        if err > limit and fp32:
+            with torch.no_grad():
+                ref64 = model64().eval()(_uncached(g).to(dtype=torch.float64))
+            res.fp64.append((res.stage, _err_dicts(got, ref64), _err_dicts(ref, ref64)))
 
-    def train_step(m, g: Graph, weights: dict[str, Tensor]):
+    def train_step(m, g: Graph, weights: dict[str, Tensor], hooks=None):
         for _, p in params:
             p.grad = None
         torch.manual_seed(seed)
-        out = m(g)
-        loss = sum((out[k] * weights[k]).sum() for k in weights)
-        loss.backward()
+        with hooks or _nothing():
+            out = m(g)
+            loss = sum((out[k] * weights[k]).sum() for k in weights)
+            loss.backward()
         grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params}
         return {k: v.detach() for k, v in out.items()}, grads, {n: b.detach().clone() for n, b in buffers}
 
@@ -259,13 +369,34 @@ def check_compiled(model, batches: list[Graph], *, name: str = "", backend: str 
                    for k, v in ref_out.items() if v.is_floating_point()}
         for n, b in buffers:
             b.data.copy_(state[n])
-        ref = train_step(model, _uncached(g), weights)
+        hooks = _linear_magnitudes(model)
+        ref = train_step(model, _uncached(g), weights, hooks)
         for n, b in buffers:
             b.data.copy_(state[n])
         got = timed(lambda: train_step(cm, g, weights))
-        err = max(_err_dicts(got[0], ref[0]), _err_dicts(got[1], ref[1], common_scale=True),
-                  _err_dicts(got[2], ref[2]))
+
+        def distance(a, b, magnitude):
+            return max(_err_dicts(a[0], b[0]), _err_grads(a[1], b[1], magnitude), _err_dicts(a[2], b[2]))
+
+        err = distance(got, ref, hooks.magnitude)
         res.train_err = max(res.train_err, err)
+        if err > limit and fp32:
+            after = {n: b.detach().clone() for n, b in buffers}
+            for n, b in buffers:
+                b.data.copy_(state[n])
+            m64 = model64().train()  # the parameters and the buffers before the step, in float64
+            for n, b in buffers:
+                b.data.copy_(after[n])
+            hooks64 = _linear_magnitudes(m64)
+            torch.manual_seed(seed)
+            with hooks64:
+                out64 = m64(_uncached(g).to(dtype=torch.float64))
+                sum((out64[k] * weights[k].double()).sum() for k in weights).backward()
+            ref64 = ({k: v.detach() for k, v in out64.items()},
+                     {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in m64.named_parameters()
+                      if p.requires_grad},
+                     {n: b.detach() for n, b in m64.named_buffers() if b.is_floating_point()})
+            res.fp64.append((res.stage, distance(got, ref64, hooks64.magnitude), distance(ref, ref64, hooks64.magnitude)))
 
     stages = [
         ("eval b1 (eager first)", lambda: evaluate(b1, eager_first=True)),
