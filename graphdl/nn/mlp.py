@@ -52,15 +52,67 @@ class BatchNorm1d(nn.BatchNorm1d):
     The parameters and buffers are torch's, under torch's names, so state dicts and
     checkpoints written with ``nn.BatchNorm1d`` load unchanged.
 
+    **Data parallel** (a run of several ranks, :mod:`graphdl.train.distributed`): in training the
+    statistics are those of the *global* batch, all ranks' rows together (torch's
+    ``SyncBatchNorm``, which torch 2.13 runs on GPUs only; here on any device, through
+    :func:`graphdl.train.distributed.global_sum`): the mean from the ranks' summed rows and
+    counts, then the variance from the summed squared deviations from it (two passes, as a
+    one-process batch norm computes it). Both sums are differentiable, so every rank's gradient
+    is the one-process gradient, and N processes train what one process trains. The one-row
+    rule above then applies to the global batch.
+
     Shapes: ``(N, C)`` or ``(N, C, L)``, unchanged.
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and _world_active():
+            return self._global_batch_forward(x)
         # values per channel = N (· L); a shape test (no host sync)
         if self.training and self.track_running_stats and x.numel() <= x.size(1):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 False, 0.0, self.eps)
         return super().forward(x)
+
+    def _global_batch_forward(self, x: Tensor) -> Tensor:
+        """Training over the ranks' global batch (see the class docstring); no host sync."""
+        from graphdl.train.distributed import global_sum as all_reduce
+
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        rows = x.numel() // max(x.size(1), 1)
+        total = all_reduce(torch.cat([x.sum(dims), x.new_full((1,), float(rows))]))
+        n = total[-1]
+        mean = total[:-1] / n.clamp(min=1.0)
+        centred = x - mean.view(shape)
+        sq = all_reduce((centred * centred).sum(dims))
+        batch = n > 1  # one row over all ranks: normalise with the running statistics, as alone
+        if self.track_running_stats:
+            m = torch.where(batch, mean, self.running_mean)
+            v = torch.where(batch, sq / n.clamp(min=1.0), self.running_var)
+            with torch.no_grad():
+                if self.momentum is None:  # cumulative average, as torch
+                    factor = 1.0 / (self.num_batches_tracked + 1).to(x.dtype)
+                else:
+                    factor = torch.tensor(self.momentum, dtype=x.dtype, device=x.device)
+                unbiased = sq.detach() / (n - 1).clamp(min=1.0)
+                self.running_mean.copy_(torch.where(batch, torch.lerp(self.running_mean, mean.detach(), factor),
+                                                    self.running_mean))
+                self.running_var.copy_(torch.where(batch, torch.lerp(self.running_var, unbiased, factor),
+                                                   self.running_var))
+                self.num_batches_tracked.add_(batch.long())
+        else:
+            m, v = mean, sq / n.clamp(min=1.0)
+        y = (x - m.view(shape)) * torch.rsqrt(v.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def _world_active() -> bool:
+    """Whether this process is one rank of several (a data-parallel run)."""
+    from graphdl.train.distributed import world
+
+    return world().active
 
 
 class MLP(nn.Sequential):

@@ -181,6 +181,31 @@ def all_sum(*values: float) -> list[float]:
     return t.tolist()
 
 
+class _GlobalSum(torch.autograd.Function):
+    """``Σ_ranks t`` on every rank; its gradient is again the sum over ranks of the incoming
+    gradients (each rank's loss depends on every rank's ``t``)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+def global_sum(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``t`` over the ranks (``t`` itself for one rank). Every rank must call
+    it, in the same order (batch norm over the global batch, :class:`graphdl.nn.mlp.BatchNorm1d`)."""
+    if not _WORLD.active:
+        return t
+    return _GlobalSum.apply(t)
+
+
 def all_gather(obj) -> list:
     """Every rank's ``obj`` (picklable), in rank order, on every rank."""
     if not _WORLD.active:
@@ -548,5 +573,5 @@ def _as_error(type_name: str, message: str, crash: bool) -> GraphDLError:
 
 
 __all__ = ["DEFAULT_TIMEOUT", "RankLoader", "World", "agree", "all_gather", "all_sum", "barrier", "broadcast",
-           "broadcast_module", "exit_now", "failed", "init", "launch", "mark_failed", "lost_contact", "phase", "raise_agreed", "shard", "shutdown", "world",
+           "broadcast_module", "exit_now", "failed", "global_sum", "init", "launch", "mark_failed", "lost_contact", "phase", "raise_agreed", "shard", "shutdown", "world",
            "world_from_env", "wrap_model"]

@@ -2,9 +2,10 @@
 
 Spec: a small GINE on 64 FreeSolv molecules (51 train), global batch 16, so an epoch has 4 steps
 and the last batch (3 molecules) is cut unevenly (2 + 1): the loss weights of the ranks
-(``rows_r · N / Σ rows``) are exercised, not only the even case. No batch norm and no dropout:
-those differ between N processes and one by design (batch statistics and random masks are per
-rank), so they would hide what is tested here.
+(``rows_r · N / Σ rows``) are exercised, not only the even case. No dropout: its random masks are
+per rank by design. Batch norm takes the statistics of the global batch over the ranks
+(``graphdl.nn.mlp.BatchNorm1d``); it has its own test below, so that the main test does not
+depend on it.
 
 A plug-in block (``test_fault``, a no-op that reads no field) is in every model, so the runs of
 all tests have the same parameters; told through the environment, it kills or raises on one rank.
@@ -214,3 +215,25 @@ def test_checks_before_training_fail_once_in_the_launcher(ddp_dir, reference, mo
     with pytest.raises(RunDirError, match=r"holds a finished run \(best epoch \d\); nothing was changed"):
         _run(ddp_dir / "spec.yaml", reference["one"], nproc=2)
     assert time.perf_counter() - t0 < 10  # refused in the launcher, before any process starts
+
+
+def test_batch_norm_uses_the_global_batch_so_two_processes_train_what_one_trains(ddp_dir):
+    """With ``norm: batch`` every rank normalises with the statistics of all ranks' rows (mean and
+    variance through differentiable all_reduces), so N = 2 trains the parameters and running
+    statistics of N = 1. Measured gap 2.7e-7; per-rank statistics (torch's BatchNorm1d under DDP)
+    give 0.1-0.33 on this spec.
+
+    SGD, not Adam: Adam turns the round-off gradient of a bias followed by batch norm (0 in exact
+    arithmetic) into full lr-sized steps of random sign, which would measure Adam, not the sync.
+    Bound, as TOL above but with SGD's step lr·g: T = 8 steps, lr = 1e-2, relative gradient change
+    δ ≤ 1e-4, |g| ≤ 12.5 (the largest gradient element of these 8 steps, measured), ulp(2) = 2.4e-7:
+    |Δθ| ≤ T·(lr·δ·|g| + ulp) = 8·(1.25e-5 + 2.4e-7) ≈ 1.0e-4."""
+    spec = SPEC.format(epochs=2).replace("norm: null}", "norm: batch}").replace(
+        "{type: adam, lr: 1.0e-3}", "{type: sgd, lr: 1.0e-2}")
+    assert "norm: batch" in spec and "sgd" in spec
+    (ddp_dir / "bn.yaml").write_text(spec)
+    _run(ddp_dir / "bn.yaml", ddp_dir / "bn_one")
+    _run(ddp_dir / "bn.yaml", ddp_dir / "bn_two", nproc=2)
+    a, b = _params(ddp_dir / "bn_one"), _params(ddp_dir / "bn_two")
+    assert any("running_mean" in k for k in a["model"])
+    assert _gap(a["model"], b["model"]) <= 1.0e-4
