@@ -22,7 +22,10 @@ What the runner does with a world of N ranks (see :mod:`graphdl.train.runner`):
   rank is weighted by its share of the batch's rows (``rows_r · N / Σ rows``), so that the
   gradient DDP averages is the gradient of the one-process batch mean. Only when a batch has
   fewer examples than there are ranks does a rank get an empty part; it then runs one example
-  with weight 0 (DDP needs every rank in every step), which adds nothing.
+  with weight 0 (DDP needs every rank in every step), which adds nothing to the loss (its rows
+  do enter batch-norm statistics in that step: the one case where N ranks and one differ).
+* **Batch norm** normalises with the statistics of the global batch, every rank's rows
+  (:class:`graphdl.nn.mlp.BatchNorm1d`, through :func:`global_sum`), as ``SyncBatchNorm``.
 * **Metrics.** Training loss: sums and row counts all-reduced. Evaluation: each rank evaluates a
   contiguous share of the batches and the per-row predictions are gathered, so every metric
   (RMSE, ROC-AUC, R²) is the one-process metric, not a mean of per-rank metrics. Tasks with their
