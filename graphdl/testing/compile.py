@@ -225,35 +225,38 @@ def _err_grads(a: dict[str, Tensor], b: dict[str, Tensor], magnitude: dict[str, 
 class _linear_magnitudes:
     """Context manager: while active, every ``nn.Linear`` of ``model`` accumulates the summation
     magnitudes of its parameter gradients, ``Σ_i |δ_i||x_i|ᵀ`` (weight) and ``Σ_i |δ_i|`` (bias),
-    over the rows ``i`` of its inputs in every call (forward hook keeps ``|x|``, backward hook
-    reads ``|δ|``). :attr:`magnitude` maps parameter names to them (see :func:`_err_grads`)."""
+    over the rows ``i`` of its inputs in every call (a forward hook keeps ``|x|`` and hooks the
+    output tensor, whose gradient is ``δ``). :attr:`magnitude` maps parameter names to them (see
+    :func:`_err_grads`)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.magnitude: dict[str, Tensor] = {}
         self.handles: list = []
 
+    def _add(self, name: str, value: Tensor) -> None:
+        self.magnitude[name] = self.magnitude[name] + value if name in self.magnitude else value
+
     def __enter__(self):
         for mname, mod in self.model.named_modules():
             if type(mod) is not torch.nn.Linear:
                 continue
-            inputs: list[Tensor] = []
             prefix = f"{mname}." if mname else ""
 
-            def fwd(m, args, out, inputs=inputs):
-                inputs.append(args[0].detach().abs().reshape(-1, m.in_features))
-
-            def bwd(m, grad_in, grad_out, inputs=inputs, prefix=prefix):
-                if grad_out[0] is None or not inputs:
+            def fwd(m, args, out, prefix=prefix):
+                if not out.requires_grad:
                     return
-                d = grad_out[0].detach().abs().reshape(-1, m.out_features)
-                x = inputs.pop()  # backward visits the calls in reverse order
-                w = d.t().double() @ x.double()
-                self.magnitude[prefix + "weight"] = self.magnitude.get(prefix + "weight", 0) + w
-                if m.bias is not None:
-                    self.magnitude[prefix + "bias"] = self.magnitude.get(prefix + "bias", 0) + d.double().sum(0)
+                x = args[0].detach().abs().reshape(-1, m.in_features).double()
 
-            self.handles += [mod.register_forward_hook(fwd), mod.register_full_backward_hook(bwd)]
+                def on_grad(grad, m=m, x=x):
+                    d = grad.detach().abs().reshape(-1, m.out_features).double()
+                    self._add(prefix + "weight", d.t() @ x)
+                    if m.bias is not None:
+                        self._add(prefix + "bias", d.sum(0))
+
+                out.register_hook(on_grad)
+
+            self.handles.append(mod.register_forward_hook(fwd))
         return self
 
     def __exit__(self, *exc):
