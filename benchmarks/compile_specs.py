@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--breaks", action="store_true", help="print graph-break reasons under the table")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the rows already in --json (same backend) and run only the other specs")
+                    help="keep the rows already in --json (same backend) and run only the other specs; rows of "
+                         "specs not given stay in the file")
     args = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
     from graphdl.benchmarking import resolve_device
@@ -157,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         specs = specs[: args.limit]
     start = machine_line()
     print(start, file=sys.stderr, flush=True)
-    rows = []
+    rows, others = [], []
     if args.resume and args.json and os.path.exists(args.json):
         with open(args.json) as fh:
-            rows = [r for r in json.load(fh) if r["spec"] in specs and r.get("backend", backend) == backend]
+            for r in json.load(fh):
+                mine = r["spec"] in specs and r.get("backend", backend) == backend
+                (rows if mine else others).append(r)  # rows of specs not asked for stay in the file
     done = {r["spec"] for r in rows}
     for spec in specs:
         if spec in done:
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                             dynamic=True if args.dynamic == "true" else None, device=args.device))
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump(rows, fh, indent=1)
+                json.dump(others + rows, fh, indent=1)
     rows.sort(key=lambda r: specs.index(r["spec"]))
     dyn = "True" if args.dynamic == "true" else "None"
     print(f"torch.compile(model, dynamic={dyn}, backend={backend!r}) vs eager, float32")
