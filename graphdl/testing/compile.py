@@ -23,7 +23,10 @@ random numbers with eager's generator (``fallback_random``) so dropout masks agr
 Errors are scaled: ``max |compiled - eager| / max |eager|`` per output and buffer, and over
 all parameter gradients at once (a gradient that is zero in exact arithmetic, like the bias of a
 linear map followed by batch norm, carries round-off of its neighbours' size, not its own), so
-one bound in units of the dtype's eps serves every spec.
+one bound in units of the dtype's eps serves every spec. A gradient element of an ``nn.Linear``
+is scaled by the larger of that common scale and its own summation magnitude ``Σ_i |δ_i||x_i|``
+(the size of the terms its sum reorders; :func:`_err_grads`). A float32 call above the bound is
+also run in float64 (:data:`FP64_FACTOR`).
 
 The bound, ``TOL_EPS = 512`` eps (6.1e-5 in float32): compiled and eager evaluate the same
 function, differing in (a) the order of sums: segment sums over the <= 10 neighbours of a node
