@@ -41,6 +41,7 @@ BENCH_TINY = {
     "benchmarks/transformer.py": ["--batch", "2", "--tokens", "16", "--dim", "32", "--ff", "64", "--layers", "1",
                                   "--iters", "1"],
     "benchmarks/gns.py": ["--smoke"],
+    "benchmarks/geometric.py": ["--graphs", "2", "--atoms", "6", "--repeats", "1", "--warmup", "0"],
     "benchmarks/compile_specs.py": ["--smoke"],
     "benchmarks/gns_table.py": ["--steps", "4"],
     "benchmarks/ipa.py": ["--sizes", "16", "--repeats", "1", "--warmup", "0"],

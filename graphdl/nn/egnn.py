@@ -47,7 +47,7 @@ def _rel(g, pos: Tensor) -> tuple[Tensor, Tensor]:
     that need ``‖r_ij‖`` itself take :func:`~graphdl.ops.geometry.safe_sqrt` of it (never
     ``sqrt``, whose gradient is NaN at 0).
     """
-    r = pos[g.dst] - pos[g.src]
+    r = pos.index_select(0, g.dst) - pos.index_select(0, g.src)  # (index_select: ~1.5x advanced indexing)
     return r, (r * r).sum(-1, keepdim=True)
 
 
@@ -185,7 +185,7 @@ class EGNN(Block):
         p = self.p
         h, x = f[p.input], f[p.pos]
         r, d2 = _rel(g, x)
-        parts = [h[g.dst], h[g.src], torch.log1p(d2) if p.distance_feature == "log1p" else d2]
+        parts = [h.index_select(0, g.dst), h.index_select(0, g.src), torch.log1p(d2) if p.distance_feature == "log1p" else d2]
         if p.edge_input is not None:
             parts.append(f[p.edge_input])
         m = self.phi_e(torch.cat(parts, -1))
@@ -533,7 +533,7 @@ class SchNet(Block):
         _, d2 = _rel(g, f[p.pos])
         d = safe_sqrt(d2)
         w = self.filter(gaussian_rbf(d, p.num_rbf, p.cutoff)) * cosine_cutoff(d, p.cutoff)
-        m = _agg(g, self.lin_in(h)[g.src] * w, "sum")
+        m = _agg(g, self.lin_in(h).index_select(0, g.src) * w, "sum")
         return {p.output or p.input: h + self.lin_out(m)}
 
 
