@@ -49,6 +49,7 @@ step pyg_layers $PY benchmarks/pyg_layers.py --all --no-dgl --device cuda --repe
   --json "$OUT/pyg_layers.json"
 step kernels $PY benchmarks/kernels.py --device cuda --repeat 21 --json "$OUT/kernels.json"
 step nbody $PY benchmarks/nbody.py --device cuda --batch 100 --repeat 30 --json "$OUT/nbody.json"
+step geometric $PY benchmarks/geometric.py --device cuda --graphs 256 --atoms 24 --repeats 20 --json "$OUT/geometric.json"
 step cueq_tfn $PY benchmarks/cueq_tfn.py --device cuda --graphs 200 --nodes 20 --json "$OUT/cueq_tfn.json"
 step ipa $PY benchmarks/ipa.py --device cuda --sizes 128 256 512 --json "$OUT/ipa.json"
 step gns $PY benchmarks/gns.py --device cuda --json "$OUT/gns.json"
