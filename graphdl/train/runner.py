@@ -462,6 +462,10 @@ def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progre
                       steps_per_epoch=steps_per_epoch, lowering=lowering)
         if exp.train.num_threads:
             torch.set_num_threads(exp.train.num_threads)
+        if exp.train.cpu_allocator == "cache":
+            from graphdl.benchmarking import cache_cpu_allocations
+
+            cache_cpu_allocations()
         _check_device(exp, device)
         out = out or os.path.join("runs", exp.name)
         if w.main:
@@ -542,6 +546,12 @@ def _run(source, *, out, epochs, device, seed, resume, split_file, limit, progre
         rd.finish()
     D.barrier()  # the other ranks return once the artefacts are in place
     return metrics
+
+
+def _allocator() -> str:
+    from graphdl.benchmarking import cpu_allocator
+
+    return cpu_allocator()
 
 
 def _seed_rank(seed: int, epoch: int = 0) -> None:
@@ -762,7 +772,7 @@ def run_record(exp: Experiment, metrics: dict, device, seconds: float) -> dict:
         "seconds": round(seconds, 1),
         "versions": {"graphdl": graphdl.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads(),
-                    "processes": D.world().size},
+                    "processes": D.world().size, "cpu_allocator": _allocator()},
         "dataset": metrics["dataset"],
         "split": metrics["split"],
         "seed": metrics["seed"],

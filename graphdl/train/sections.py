@@ -210,6 +210,13 @@ class TrainSection(_Section):
     grad_clip: PositiveFloat | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: PositiveInt | None = None
+    cpu_allocator: Literal["default", "cache"] = "default"
+    """``cache``: glibc keeps large freed blocks for reuse instead of mapping every block above
+    32 MB afresh, which the kernel then page-faults in on first touch
+    (:func:`graphdl.benchmarking.cache_cpu_allocations`). CPU training with large edge tensors
+    runs up to ~2.8x faster (GatedGCN, 500k edges: 925 → 334 ms per step); memory that tensors
+    free stays with the process. The same as starting with ``MALLOC_MMAP_MAX_=0
+    MALLOC_TRIM_THRESHOLD_=2147483647``; no effect on other C libraries' allocators."""
     loader: LoaderSpec | None = None
     """How examples become batches (:mod:`graphdl.train.loaders`): whole graphs (``None`` or
     ``{type: graphs}``), or neighbour-sampled subgraphs of one large graph (``{type: neighbor,

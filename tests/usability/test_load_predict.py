@@ -121,3 +121,23 @@ def test_a_run_directory_explains_itself(trained):
     assert rec["dataset"]["sha256"] and rec["best_epoch"] in (1, 2)
     assert set(rec["final"]["test"]) >= {"loss", "rmse", "mae", "r2"}
     assert rec["spec"].endswith("s.yaml")
+
+
+def test_cpu_allocator_cache_is_applied_and_recorded(trained, tmp_path):
+    """``train: {cpu_allocator: cache}`` sets glibc's allocator to keep large blocks (in a fresh
+    process: the setting is process-wide), and run.json records the allocator each run had."""
+    import json
+    import subprocess
+    import sys
+
+    rec = json.loads((trained / "run.json").read_text())
+    assert rec["machine"]["cpu_allocator"].startswith("glibc default")
+    spec = (trained.parent / "s.yaml").read_text().replace("train: {epochs: 2,", "train: {epochs: 1, cpu_allocator: cache,")
+    assert "cpu_allocator: cache" in spec
+    (tmp_path / "s.yaml").write_text(spec)
+    (tmp_path / "mols.csv").write_text((trained.parent / "mols.csv").read_text())
+    proc = subprocess.run([sys.executable, "-m", "graphdl.cli", "run", "s.yaml", "--out", "r"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert rec["machine"]["cpu_allocator"] == "glibc, large blocks kept for reuse (M_MMAP_MAX 0)"
