@@ -37,7 +37,6 @@ import copy
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
