@@ -122,18 +122,15 @@ def _gcn_node_norm(block, g, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]
     key = ("dgl_gcn_node_norm", block.p.improved, block._loops, dtype, g.device)
     hit = g._cache.get(key)
     if hit is None:
+        from graphdl.nn.conv import gcn_node_factors
         from graphdl.ops.segment import segment_sum
 
         with torch.no_grad():
-            n = g.num_nodes
-            deg = g.in_degree().to(dtype)
+            _, lam, dinv = gcn_node_factors(g, None, improved=block.p.improved, add_self_loops=block._loops,
+                                            dtype=dtype)
             coef = None
-            if block._loops:
-                loops = segment_sum((g.src == g.dst).to(dtype), g.dst, n)
-                lam = torch.where(loops > 0, torch.ones_like(loops), torch.full_like(loops, 2.0 if block.p.improved else 1.0))
-                deg = deg - loops + lam
-            dinv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-            if block._loops:
+            if lam is not None:
+                loops = segment_sum((g.src == g.dst).to(dtype), g.dst, g.num_nodes)
                 coef = (dinv * dinv * (lam - loops)).unsqueeze(-1)
             hit = g._cache[key] = (dinv.unsqueeze(-1), coef)
     return hit
@@ -143,25 +140,14 @@ def _sage(block, g, f):
     p, ops, dg = block.p, _ops(), dgl_graph(g)
     x = f[p.input]
     xs = torch.relu(block.lin(x)) if block.lin is not None else x
-    w_l, b_l = block.lin_l.weight, block.lin_l.bias
+    w_l = block.lin_l.weight
     narrow = False
     if block._reduce == "max":
         agg = _copy_max(g, dg, xs, "u")
     else:
         narrow = p.out_dim < xs.size(-1)
         agg = getattr(ops, f"copy_u_{block._reduce}")(dg, F.linear(xs, w_l) if narrow else xs)
-    base = b_l
-    if block.lin_r is not None:
-        base = block.lin_r(x) if b_l is None else torch.addmm(b_l, x, block.lin_r.weight.t())
-    if narrow:
-        out = agg if base is None else agg + base
-    elif base is None:
-        out = agg @ w_l.t()
-    else:
-        out = torch.addmm(base, agg, w_l.t())
-    if p.normalize:
-        out = F.normalize(out, p=2.0, dim=-1)
-    return {p.out_key: out}
+    return {p.out_key: block.combine(x, agg, narrow)}
 
 
 def _gin(block, g, f):

@@ -384,6 +384,23 @@ def gcn_norm(
         ``values`` ``(E,)``: the coefficient of each edge (0 for loop edges when loops are
         added), and ``diag`` ``(N,)`` (``None`` when ``add_self_loops`` is false).
     """
+    w, diag, dinv = gcn_node_factors(g, edge_weight, improved=improved, add_self_loops=add_self_loops, dtype=dtype)
+    src, dst = g.src, g.dst
+    values = dinv.index_select(0, src) * w * dinv.index_select(0, dst)
+    if diag is not None:
+        diag = dinv * dinv * diag
+    return values, diag
+
+
+def gcn_node_factors(g, edge_weight: Tensor | None = None, *, improved: bool = False, add_self_loops: bool = True,
+                     dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The per-node parts of :func:`gcn_norm`: ``(w, λ, dinv)``.
+
+    ``w`` ``(E,)``: edge weights with loop edges zeroed when loops are added; ``λ`` ``(N,)``: the
+    diagonal before scaling (the last existing loop's weight, else 1 or 2), ``None`` without
+    added loops; ``dinv`` ``(N,)``: ``D̂^-1/2`` (0 at degree 0). ``Â = dinv_i w_ji dinv_j`` off the
+    diagonal and ``dinv_i² λ_i`` on it (a DGL lowering scales nodes instead of edges with these).
+    """
     src, dst, n, e = g.src, g.dst, g.num_nodes, g.num_edges
     w = torch.ones(e, dtype=dtype, device=g.device) if edge_weight is None else edge_weight.reshape(-1).to(dtype)
     diag = None
@@ -400,11 +417,7 @@ def gcn_norm(
     if diag is not None:
         deg = deg + diag
     dinv = deg.pow(-0.5)
-    dinv = dinv.masked_fill(torch.isinf(dinv), 0.0)
-    values = dinv.index_select(0, src) * w * dinv.index_select(0, dst)
-    if diag is not None:
-        diag = dinv * dinv * diag
-    return values, diag
+    return w, diag, dinv.masked_fill(torch.isinf(dinv), 0.0)
 
 
 @register_block("gcn")
@@ -577,7 +590,7 @@ class SAGE(Block):
         p = self.p
         x = f[p.input]
         xs = torch.relu(self.lin(x)) if self.lin is not None else x
-        w_l, b_l = self.lin_l.weight, self.lin_l.bias
+        w_l = self.lin_l.weight
         narrow = False
         if self._reduce == "max":
             agg = _gather_reduce(g, _gather(g, xs, "src"), "max")
@@ -588,7 +601,13 @@ class SAGE(Block):
             narrow = p.out_dim < xs.size(-1)
             values = _mean_values(g, xs.dtype) if self._reduce == "mean" else None
             agg = _aggregate_copy(g, F.linear(xs, w_l) if narrow else xs, "sum", values)
-        # W_l agg + W_r x + b, with the additions fused into the matrix products (addmm)
+        return {p.out_key: self.combine(x, agg, narrow)}
+
+    def combine(self, x: Tensor, agg: Tensor, narrow: bool) -> Tensor:
+        """``W_l agg + W_r x + b`` (then L2-normalised with ``normalize``), the additions fused into
+        the matrix products (addmm); ``narrow``: ``agg`` already holds ``W_l``'s product. Shared
+        with the DGL lowering, which computes ``agg`` on DGL's kernels."""
+        w_l, b_l = self.lin_l.weight, self.lin_l.bias
         base = b_l
         if self.lin_r is not None:
             base = self.lin_r(x) if b_l is None else torch.addmm(b_l, x, self.lin_r.weight.t())
@@ -598,9 +617,7 @@ class SAGE(Block):
             out = agg @ w_l.t()
         else:
             out = torch.addmm(base, agg, w_l.t())
-        if p.normalize:
-            out = F.normalize(out, p=2.0, dim=-1)
-        return {p.out_key: out}
+        return F.normalize(out, p=2.0, dim=-1) if self.p.normalize else out
 
 
 def _mean_values(g, dtype: torch.dtype) -> Tensor:
