@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 	$(BIN)/graphdl run $(DEMO_SPEC) --out runs/demo
 
 test: $(VENV)/.installed
+	$(BIN)/python -m graphdl.build_kernels
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 lint: $(VENV)/.installed

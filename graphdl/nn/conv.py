@@ -39,7 +39,8 @@ from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, DGLLowering, Signature, dgl_forward, register_block
 from graphdl.nn.basic import FieldParams, _check_key
 from graphdl.nn.mlp import MLP, ActName, BatchNorm1d, activation
-from graphdl.ops import CSR, segment_max, segment_sum, spmm
+from graphdl.ops import CSR, kernels, segment_max, segment_sum, spmm
+from graphdl.ops.fused import gated_edge, gated_sum, relu_edge_sum
 from graphdl.types import FieldTable, Scalar, split_key
 
 __all__ = ["GCN", "GIN", "GINE", "SAGE", "GatedGCN", "MoNet", "degree_pseudo", "gcn_norm"]
@@ -762,7 +763,9 @@ class GINE(_GINBase):
         if self.lin_edge is not None:
             e = self.lin_edge(e)
         sel_src, sel_dst = _selector(g, "src", x), _selector(g, "dst", x)
-        if sel_src is not None and e.dtype == x.dtype and e.dim() == 2:
+        if e.dtype == x.dtype and e.dim() == 2 and x.dim() == 2 and kernels.usable(x, e):
+            agg = relu_edge_sum(x, e, *_csr_pair(g))  # fused C++ kernel: no (E, C) message
+        elif sel_src is not None and e.dtype == x.dtype and e.dim() == 2:
             agg = _ReluEdgeSum.apply(x, e, g.src, g.dst, sel_src, sel_dst)
         else:
             agg = _gather_reduce(g, torch.relu(_gather(g, x, "src") + e), "sum")
@@ -890,7 +893,14 @@ class GatedGCN(Block):
         ax, bx, vx = F.linear(x, w, b).split(m, dim=-1)
         ce = self.C(f[p.edge_input]) if self.C is not None else None
         sel_src, sel_dst = _selector(g, "src", x), _selector(g, "dst", x)
-        if sel_src is not None and (ce is None or ce.dtype == x.dtype):
+        eps = p.eps if p.normalize_gates else None
+        if x.dim() == 2 and (ce is None or ce.dtype == x.dtype) and kernels.usable(x, ce):
+            # fused C++ kernels; ResGatedGraphConv's form (no edge output) writes no (E, m) tensor at all
+            if not p.update_edges and ce is None and eps is None:
+                agg, e_hat = gated_sum(ax, bx, vx, *_csr_pair(g)), None
+            else:
+                agg, e_hat = gated_edge(ax, bx, vx, ce, *_csr_pair(g), eps)
+        elif sel_src is not None and (ce is None or ce.dtype == x.dtype):
             # fused: the gate, gated message and reduction without autograd's (E, m) intermediates
             agg, e_hat = _GatedAggregate.apply(ax, bx, vx, ce, g.src, g.dst, sel_src, sel_dst,
                                                p.eps if p.normalize_gates else None)

@@ -1,0 +1,503 @@
+// graphdl's fused CPU edge kernels: message passing over a CSR (rows = destinations) without
+// materialising (E, C) edge tensors that the math does not need.
+//
+// Every kernel walks rows of a CSR (`rowptr`, `col`), in parallel over rows (at::parallel_for),
+// and accumulates into the row's output in the kernel's own loop, so no two threads write one
+// row and no atomics are needed. Gradients that land on the *source* side are computed by the
+// same walk over the transposed CSR (`t_rowptr`, `t_col` = the destination of each entry,
+// `t2c` = the entry of the row CSR, i.e. the edge, that each transposed entry is).
+//
+// Conventions (checked by graphdl/ops/kernels.py before any call): float32 or float64 feature
+// tensors, 2-D and contiguous; `rowptr`/`col` int32 or int64 (one dtype); `t2c` int64; edge
+// tensors indexed by CSR entry (a graphdl Graph's edges are dst-sorted, so entry = edge id).
+//
+// Written for graphdl; the operations are those of GINE (Hu et al. 2020), ResGatedGraphConv
+// (Bresson & Laurent 2017) and GatedGCN (Dwivedi et al. 2020).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+namespace {
+
+constexpr int64_t kGrain = 256;  // rows per parallel task
+
+// exp for float32 written so that GCC vectorises loops calling it (glibc's expf is a scalar
+// call): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then exp(r) by the classic degree-7
+// minimax polynomial (Cephes' expf coefficients; relative error about 2 ulp), times 2^n built in the
+// exponent bits. Inputs are clamped to [-87, 88] (exp stays a normal float); NaN stays NaN (the
+// clamps are comparisons, false for NaN, and r carries it).
+inline float exp_vec(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (no -ffast-math here)
+  const float t = x * 1.44269504088896341f + shift;
+  const float n = t - shift;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union { int32_t i; float f; } scale;
+  scale.i = (static_cast<int32_t>(n) + 127) << 23;
+  return p * scale.f;
+}
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t z) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-z));
+}
+
+template <>
+inline float sigmoid<float>(float z) {
+  return 1.0f / (1.0f + exp_vec(-z));
+}
+
+void check_feat(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 2 && t.is_contiguous(), name, " must be a contiguous 2-D tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
+}
+
+void check_csr(const at::Tensor& rowptr, const at::Tensor& col) {
+  TORCH_CHECK(rowptr.scalar_type() == col.scalar_type(), "rowptr and col must share one integer dtype");
+  TORCH_CHECK(rowptr.scalar_type() == at::kInt || rowptr.scalar_type() == at::kLong, "rowptr must be int32 or int64");
+  TORCH_CHECK(rowptr.is_contiguous() && col.is_contiguous(), "rowptr and col must be contiguous");
+}
+
+#define GDL_DISPATCH(FEAT, IDX, NAME, ...)                                   \
+  AT_DISPATCH_FLOATING_TYPES(FEAT, NAME, [&] {                               \
+    if ((IDX) == at::kInt) {                                                 \
+      using index_t = int32_t;                                               \
+      __VA_ARGS__();                                                         \
+    } else {                                                                 \
+      using index_t = int64_t;                                               \
+      __VA_ARGS__();                                                         \
+    }                                                                        \
+  })
+
+// out[i] = sum_{k in row i} w[k] * x[col[k]]   (w = 1 when `values` is undefined)
+at::Tensor csr_sum(const at::Tensor& rowptr, const at::Tensor& col, const c10::optional<at::Tensor>& values,
+                   const at::Tensor& x) {
+  check_csr(rowptr, col);
+  check_feat(x, "x");
+  const int64_t n = rowptr.numel() - 1, c = x.size(1);
+  auto out = at::empty({n, c}, x.options());
+  const bool weighted = values.has_value() && values->defined();
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "csr_sum", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weighted ? values->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* o = op + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+          if (wp) {
+            const scalar_t w = wp[k];
+            for (int64_t f = 0; f < c; ++f) o[f] += w * xr[f];
+          } else {
+            for (int64_t f = 0; f < c; ++f) o[f] += xr[f];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out[i] = sum_{k in row i} rows[idx[k]]   (idx int64: the transposed walk over edge rows)
+at::Tensor csr_sum_rows(const at::Tensor& rowptr, const at::Tensor& idx, const at::Tensor& rows) {
+  check_feat(rows, "rows");
+  TORCH_CHECK(idx.scalar_type() == at::kLong && idx.is_contiguous(), "idx must be contiguous int64");
+  TORCH_CHECK(rowptr.scalar_type() == at::kInt || rowptr.scalar_type() == at::kLong, "rowptr must be int32 or int64");
+  const int64_t n = rowptr.numel() - 1, c = rows.size(1);
+  auto out = at::empty({n, c}, rows.options());
+  GDL_DISPATCH(rows.scalar_type(), rowptr.scalar_type(), "csr_sum_rows", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const int64_t* ix = idx.data_ptr<int64_t>();
+    const scalar_t* rw = rows.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* o = op + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* r = rw + ix[k] * c;
+          for (int64_t f = 0; f < c; ++f) o[f] += r[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// GINE: out[i] = sum_{k in row i} relu(x[col[k]] + e[k])
+at::Tensor relu_sum(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x, const at::Tensor& e) {
+  check_csr(rowptr, col);
+  check_feat(x, "x");
+  check_feat(e, "e");
+  const int64_t n = rowptr.numel() - 1, c = x.size(1);
+  auto out = at::empty({n, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "relu_sum", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* ep = e.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        scalar_t* o = op + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+          const scalar_t* er = ep + k * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t m = xr[f] + er[f];
+            o[f] += m > 0 ? m : scalar_t(0);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// GINE backward, edge side: grad_e[k] = g[i] * [x[col[k]] + e[k] > 0] for k in row i
+at::Tensor relu_sum_backward(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
+                             const at::Tensor& e, const at::Tensor& g) {
+  check_csr(rowptr, col);
+  check_feat(x, "x");
+  check_feat(e, "e");
+  check_feat(g, "grad");
+  const int64_t n = rowptr.numel() - 1, c = x.size(1);
+  auto ge = at::empty_like(e);
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "relu_sum_backward", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* ep = e.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* gep = ge.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        const scalar_t* gi = gp + i * c;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+          const scalar_t* er = ep + k * c;
+          scalar_t* o = gep + k * c;
+          for (int64_t f = 0; f < c; ++f) o[f] = (xr[f] + er[f]) > 0 ? gi[f] : scalar_t(0);
+        }
+      }
+    });
+  });
+  return ge;
+}
+
+// ResGatedGraphConv: out[i] = sum_{k in row i} sigmoid(kd[i] + qs[j]) * v[j], j = col[k]
+at::Tensor gated_sum(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& kd, const at::Tensor& qs,
+                     const at::Tensor& v) {
+  check_csr(rowptr, col);
+  check_feat(kd, "k");
+  check_feat(qs, "q");
+  check_feat(v, "v");
+  const int64_t n = rowptr.numel() - 1, c = v.size(1);
+  auto out = at::empty({n, c}, v.options());
+  GDL_DISPATCH(v.scalar_type(), rowptr.scalar_type(), "gated_sum", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* kp = kd.data_ptr<scalar_t>();
+    const scalar_t* qp = qs.data_ptr<scalar_t>();
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        scalar_t* o = op + i * c;
+        const scalar_t* ki = kp + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const int64_t j = cl[k];
+          const scalar_t* qj = qp + j * c;
+          const scalar_t* vj = vp + j * c;
+          for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(ki[f] + qj[f]) * vj[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// ResGatedGraphConv backward, destination side: gk[i] = sum_k g[i] * v[j] * s (1 - s)
+at::Tensor gated_sum_backward_dst(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& kd,
+                                  const at::Tensor& qs, const at::Tensor& v, const at::Tensor& g) {
+  check_csr(rowptr, col);
+  check_feat(g, "grad");
+  const int64_t n = rowptr.numel() - 1, c = v.size(1);
+  auto gk = at::empty({n, c}, v.options());
+  GDL_DISPATCH(v.scalar_type(), rowptr.scalar_type(), "gated_sum_backward_dst", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* kp = kd.data_ptr<scalar_t>();
+    const scalar_t* qp = qs.data_ptr<scalar_t>();
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* op = gk.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        scalar_t* o = op + i * c;
+        const scalar_t* ki = kp + i * c;
+        const scalar_t* gi = gp + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const int64_t j = cl[k];
+          const scalar_t* qj = qp + j * c;
+          const scalar_t* vj = vp + j * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t s = sigmoid(ki[f] + qj[f]);
+            o[f] += gi[f] * vj[f] * s * (scalar_t(1) - s);
+          }
+        }
+      }
+    });
+  });
+  return gk;
+}
+
+// ResGatedGraphConv backward, source side, over the transposed CSR (t_col = destinations):
+// gq[j] = sum g[i] * v[j] * s (1 - s),  gv[j] = sum g[i] * s
+std::tuple<at::Tensor, at::Tensor> gated_sum_backward_src(const at::Tensor& t_rowptr, const at::Tensor& t_col,
+                                                          const at::Tensor& kd, const at::Tensor& qs,
+                                                          const at::Tensor& v, const at::Tensor& g) {
+  check_csr(t_rowptr, t_col);
+  check_feat(g, "grad");
+  const int64_t n = t_rowptr.numel() - 1, c = v.size(1);
+  auto gq = at::empty({n, c}, v.options());
+  auto gv = at::empty({n, c}, v.options());
+  GDL_DISPATCH(v.scalar_type(), t_rowptr.scalar_type(), "gated_sum_backward_src", [&] {
+    const index_t* rp = t_rowptr.data_ptr<index_t>();
+    const index_t* cl = t_col.data_ptr<index_t>();
+    const scalar_t* kp = kd.data_ptr<scalar_t>();
+    const scalar_t* qp = qs.data_ptr<scalar_t>();
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* gqp = gq.data_ptr<scalar_t>();
+    scalar_t* gvp = gv.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t j = b; j < end; ++j) {
+        scalar_t* oq = gqp + j * c;
+        scalar_t* ov = gvp + j * c;
+        const scalar_t* qj = qp + j * c;
+        const scalar_t* vj = vp + j * c;
+        for (int64_t f = 0; f < c; ++f) oq[f] = ov[f] = 0;
+        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+          const int64_t i = cl[k];
+          const scalar_t* ki = kp + i * c;
+          const scalar_t* gi = gp + i * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t s = sigmoid(ki[f] + qj[f]);
+            const scalar_t gs = gi[f] * s;
+            ov[f] += gs;
+            oq[f] += gs * vj[f] * (scalar_t(1) - s);
+          }
+        }
+      }
+    });
+  });
+  return {gq, gv};
+}
+
+// GatedGCN forward: e_hat[k] = ax[i] + bx[j] (+ ce[k]),  s = sigmoid(e_hat),
+// num[i] = sum s * vx[j],  den[i] = sum s;  returns (num, den, e_hat); den only if `with_den`.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_edge_forward(const at::Tensor& rowptr, const at::Tensor& col,
+                                                                  const at::Tensor& ax, const at::Tensor& bx,
+                                                                  const c10::optional<at::Tensor>& ce,
+                                                                  const at::Tensor& vx, bool with_den) {
+  check_csr(rowptr, col);
+  check_feat(ax, "ax");
+  check_feat(bx, "bx");
+  check_feat(vx, "vx");
+  const bool has_ce = ce.has_value() && ce->defined();
+  if (has_ce) check_feat(*ce, "ce");
+  const int64_t n = rowptr.numel() - 1, c = vx.size(1), nnz = col.numel();
+  auto num = at::empty({n, c}, vx.options());
+  auto den = with_den ? at::empty({n, c}, vx.options()) : at::empty({0}, vx.options());
+  auto e_hat = at::empty({nnz, c}, vx.options());
+  GDL_DISPATCH(vx.scalar_type(), rowptr.scalar_type(), "gated_edge_forward", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* ap = ax.data_ptr<scalar_t>();
+    const scalar_t* bp = bx.data_ptr<scalar_t>();
+    const scalar_t* cp = has_ce ? ce->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* vp = vx.data_ptr<scalar_t>();
+    scalar_t* np_ = num.data_ptr<scalar_t>();
+    scalar_t* dp = with_den ? den.data_ptr<scalar_t>() : nullptr;
+    scalar_t* ehp = e_hat.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        scalar_t* o = np_ + i * c;
+        const scalar_t* ai = ap + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        if (dp)
+          for (int64_t f = 0; f < c; ++f) dp[i * c + f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const int64_t j = cl[k];
+          const scalar_t* bj = bp + j * c;
+          const scalar_t* vj = vp + j * c;
+          scalar_t* eh = ehp + k * c;
+          if (cp) {
+            const scalar_t* ck = cp + k * c;
+            for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f] + ck[f];
+          } else {
+            for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f];
+          }
+          if (dp) {
+            scalar_t* di = dp + i * c;
+            for (int64_t f = 0; f < c; ++f) {
+              const scalar_t s = sigmoid(eh[f]);
+              o[f] += s * vj[f];
+              di[f] += s;
+            }
+          } else {
+            for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(eh[f]) * vj[f];
+          }
+        }
+      }
+    });
+  });
+  return {num, den, e_hat};
+}
+
+// GatedGCN backward, destination side. With s = sigmoid(e_hat[k]):
+// d[k] = (g_num[i] * vx[j] + g_den[i]) * s (1 - s) + g_ehat[k];  returns (d (E, C), gax[i] = sum_k d[k]).
+// g_den / g_ehat may be undefined (no normalisation / no gradient through the edge output).
+std::tuple<at::Tensor, at::Tensor> gated_edge_backward_dst(const at::Tensor& rowptr, const at::Tensor& col,
+                                                           const at::Tensor& vx, const at::Tensor& e_hat,
+                                                           const at::Tensor& g_num,
+                                                           const c10::optional<at::Tensor>& g_den,
+                                                           const c10::optional<at::Tensor>& g_ehat) {
+  check_csr(rowptr, col);
+  check_feat(e_hat, "e_hat");
+  check_feat(g_num, "g_num");
+  const bool has_den = g_den.has_value() && g_den->defined();
+  const bool has_ge = g_ehat.has_value() && g_ehat->defined();
+  if (has_den) check_feat(*g_den, "g_den");
+  if (has_ge) check_feat(*g_ehat, "g_ehat");
+  const int64_t n = rowptr.numel() - 1, c = vx.size(1);
+  auto d = at::empty_like(e_hat);
+  auto gax = at::empty({n, c}, vx.options());
+  GDL_DISPATCH(vx.scalar_type(), rowptr.scalar_type(), "gated_edge_backward_dst", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* vp = vx.data_ptr<scalar_t>();
+    const scalar_t* ehp = e_hat.data_ptr<scalar_t>();
+    const scalar_t* gnp = g_num.data_ptr<scalar_t>();
+    const scalar_t* gdp = has_den ? g_den->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gep = has_ge ? g_ehat->data_ptr<scalar_t>() : nullptr;
+    scalar_t* dp = d.data_ptr<scalar_t>();
+    scalar_t* gap = gax.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        scalar_t* o = gap + i * c;
+        const scalar_t* gn = gnp + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const int64_t j = cl[k];
+          const scalar_t* vj = vp + j * c;
+          const scalar_t* eh = ehp + k * c;
+          scalar_t* dk = dp + k * c;
+          if (gdp) {
+            const scalar_t* gd = gdp + i * c;
+            for (int64_t f = 0; f < c; ++f) {
+              const scalar_t s = sigmoid(eh[f]);
+              dk[f] = (gn[f] * vj[f] + gd[f]) * s * (scalar_t(1) - s);
+            }
+          } else {
+            for (int64_t f = 0; f < c; ++f) {
+              const scalar_t s = sigmoid(eh[f]);
+              dk[f] = gn[f] * vj[f] * s * (scalar_t(1) - s);
+            }
+          }
+          if (gep) {
+            const scalar_t* ge = gep + k * c;
+            for (int64_t f = 0; f < c; ++f) dk[f] += ge[f];
+          }
+          for (int64_t f = 0; f < c; ++f) o[f] += dk[f];
+        }
+      }
+    });
+  });
+  return {d, gax};
+}
+
+// GatedGCN backward, source side, over the transposed CSR (t_col = destinations, t2c = edges):
+// gbx[j] = sum d[e],  gvx[j] = sum g_num[i] * sigmoid(e_hat[e]).
+std::tuple<at::Tensor, at::Tensor> gated_edge_backward_src(const at::Tensor& t_rowptr, const at::Tensor& t_col,
+                                                           const at::Tensor& t2c, const at::Tensor& e_hat,
+                                                           const at::Tensor& d, const at::Tensor& g_num) {
+  check_csr(t_rowptr, t_col);
+  TORCH_CHECK(t2c.scalar_type() == at::kLong && t2c.is_contiguous(), "t2c must be contiguous int64");
+  check_feat(e_hat, "e_hat");
+  check_feat(d, "d");
+  check_feat(g_num, "g_num");
+  const int64_t n = t_rowptr.numel() - 1, c = e_hat.size(1);
+  auto gbx = at::empty({n, c}, e_hat.options());
+  auto gvx = at::empty({n, c}, e_hat.options());
+  GDL_DISPATCH(e_hat.scalar_type(), t_rowptr.scalar_type(), "gated_edge_backward_src", [&] {
+    const index_t* rp = t_rowptr.data_ptr<index_t>();
+    const index_t* cl = t_col.data_ptr<index_t>();
+    const int64_t* tc = t2c.data_ptr<int64_t>();
+    const scalar_t* ehp = e_hat.data_ptr<scalar_t>();
+    const scalar_t* dp = d.data_ptr<scalar_t>();
+    const scalar_t* gnp = g_num.data_ptr<scalar_t>();
+    scalar_t* gbp = gbx.data_ptr<scalar_t>();
+    scalar_t* gvp = gvx.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
+      for (int64_t j = b; j < end; ++j) {
+        scalar_t* ob = gbp + j * c;
+        scalar_t* ov = gvp + j * c;
+        for (int64_t f = 0; f < c; ++f) ob[f] = ov[f] = 0;
+        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+          const int64_t e = tc[k];
+          const int64_t i = cl[k];
+          const scalar_t* eh = ehp + e * c;
+          const scalar_t* de = dp + e * c;
+          const scalar_t* gn = gnp + i * c;
+          for (int64_t f = 0; f < c; ++f) {
+            ob[f] += de[f];
+            ov[f] += gn[f] * sigmoid(eh[f]);
+          }
+        }
+      }
+    });
+  });
+  return {gbx, gvx};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("csr_sum(Tensor rowptr, Tensor col, Tensor? values, Tensor x) -> Tensor", &csr_sum);
+  m.def("csr_sum_rows(Tensor rowptr, Tensor idx, Tensor rows) -> Tensor", &csr_sum_rows);
+  m.def("relu_sum(Tensor rowptr, Tensor col, Tensor x, Tensor e) -> Tensor", &relu_sum);
+  m.def("relu_sum_backward(Tensor rowptr, Tensor col, Tensor x, Tensor e, Tensor grad) -> Tensor",
+        &relu_sum_backward);
+  m.def("gated_sum(Tensor rowptr, Tensor col, Tensor k, Tensor q, Tensor v) -> Tensor", &gated_sum);
+  m.def("gated_sum_backward_dst(Tensor rowptr, Tensor col, Tensor k, Tensor q, Tensor v, Tensor grad) -> Tensor",
+        &gated_sum_backward_dst);
+  m.def("gated_sum_backward_src(Tensor t_rowptr, Tensor t_col, Tensor k, Tensor q, Tensor v, Tensor grad)"
+        " -> (Tensor, Tensor)", &gated_sum_backward_src);
+  m.def("gated_edge_forward(Tensor rowptr, Tensor col, Tensor ax, Tensor bx, Tensor? ce, Tensor vx, bool with_den)"
+        " -> (Tensor, Tensor, Tensor)", &gated_edge_forward);
+  m.def("gated_edge_backward_dst(Tensor rowptr, Tensor col, Tensor vx, Tensor e_hat, Tensor g_num, Tensor? g_den,"
+        " Tensor? g_ehat) -> (Tensor, Tensor)", &gated_edge_backward_dst);
+  m.def("gated_edge_backward_src(Tensor t_rowptr, Tensor t_col, Tensor t2c, Tensor e_hat, Tensor d, Tensor g_num)"
+        " -> (Tensor, Tensor)", &gated_edge_backward_src);
+}
