@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from graphdl.ops import kernels
+
 
 def _rowptr(sorted_rows: Tensor, num_rows: int) -> Tensor:
     """Row pointer of row indices sorted ascending: ``rowptr[r]`` = entries in rows ``< r``.
@@ -53,8 +55,12 @@ class CSR:
         """Build from coordinates sorted by column (a Graph's dst-sorted edges, transposed).
 
         The same CSR as :meth:`from_coo` for such input, cheaper: a stable sort by ``row`` alone
-        keeps each row's columns ascending (and ties in input order), and it sorts 32-bit keys
-        where the rows fit (about half the time of the 64-bit ``row * num_cols + col`` keys)."""
+        keeps each row's columns ascending (and ties in input order). On CPU a counting sort in
+        C++ (``O(E + N)``, about a quarter of the comparison sort's time at 500k entries); else
+        a stable sort of 32-bit keys where the rows fit (about half the time of 64-bit keys)."""
+        if kernels.usable_index(row, col):  # a stable counting sort in C++ (graphdl/ops/kernels.py)
+            rowptr, perm, row_s, col_s = kernels.ops().counting_sort(row.contiguous(), col.contiguous(), num_rows)
+            return cls(rowptr, col_s, row_s, perm, num_rows, num_cols)
         key = row.to(torch.int32) if num_rows < 2**31 else row
         perm = torch.sort(key, stable=True).indices
         row_s, col_s = row.index_select(0, perm), col.index_select(0, perm)

@@ -8,6 +8,7 @@ gathered rows, the gate, the gated message) are never written:
 * ``relu_sum``: GINE's ``Σ_j ReLU(x_j + e_ji)``, and the edge gradient of it;
 * ``gated_sum``: ResGatedGraphConv's ``Σ_j σ(k_i + q_j) ⊙ v_j`` and both sides of its gradient,
   with the gates recomputed in backward (no ``(E, C)`` tensor in forward or backward);
+* ``counting_sort``: a CSR's transpose by a stable counting sort, ``O(E + N)``;
 * ``gated_edge_*``: GatedGCN's ``ê``, gated numerator and denominator in one pass, and its
   backward (``∂ê`` is an ``(E, C)`` output there because ``ê`` is the layer's edge output).
 
@@ -98,6 +99,19 @@ def usable(*tensors: torch.Tensor) -> bool:
             continue
         if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
             return False
+    return build()
+
+
+def usable_index(*tensors: torch.Tensor) -> bool:
+    """True when the index kernels (``counting_sort``) apply: CPU tensors of one dtype, int32 or
+    int64, not tracing, kernels enabled and built."""
+    if disabled() or torch.compiler.is_compiling():
+        return False
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1 or dtypes.pop() not in (torch.int32, torch.int64):
+        return False
+    if any(t.device.type != "cpu" for t in tensors):
+        return False
     return build()
 
 

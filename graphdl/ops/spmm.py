@@ -106,6 +106,10 @@ def _transpose(csr: CSR) -> CSR:
     Like ``CSR.from_coo`` but without ``bincount`` (a host sync on CUDA, untraceable by
     torch.compile): row offsets come from ``searchsorted`` on the sorted rows.
     """
+    if kernels.usable_index(csr.col, csr.row):  # entries are row-sorted: a stable sort by column is the transpose
+        rowptr, perm, row_t, col_t = kernels.ops().counting_sort(csr.col.contiguous(), csr.row.contiguous(),
+                                                                 csr.num_cols)
+        return CSR(rowptr, col_t, row_t, perm, csr.num_cols, csr.num_rows)
     key = csr.col * max(csr.num_rows, 1) + csr.row
     perm = torch.sort(key, stable=True).indices
     row_t, col_t = csr.col.index_select(0, perm), csr.row.index_select(0, perm)

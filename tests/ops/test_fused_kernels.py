@@ -166,3 +166,24 @@ def test_layers_agree_with_their_torch_op_paths(name, params, monkeypatch):
             assert a is None and b is None
             continue
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("n, e", [(50, 400), (1000, 30), (5, 0), (0, 0)])
+def test_counting_sort_transpose_equals_the_stable_sort(dtype, n, e, monkeypatch):
+    from graphdl.ops.csr import CSR
+
+    gen = torch.Generator().manual_seed(n + e)
+    src = torch.randint(0, max(n, 1), (e,), generator=gen).to(dtype)
+    dst = torch.randint(0, max(n, 1), (e,), generator=gen).sort().values.to(dtype)
+    fast = CSR.from_sorted_cols(src, dst, n, n)
+    monkeypatch.setenv("GRAPHDL_KERNELS", "0")
+    slow = CSR.from_sorted_cols(src, dst, n, n)
+    for f in ("rowptr", "col", "row", "perm"):
+        a, b = getattr(fast, f), getattr(slow, f)
+        assert torch.equal(a.long(), b.long()), f
+
+
+def test_counting_sort_refuses_keys_outside_the_bins():
+    with pytest.raises(RuntimeError, match=r"outside \[0, 3\)"):
+        kernels.ops().counting_sort(torch.tensor([0, 3, 1]), torch.tensor([0, 1, 2]), 3)

@@ -18,7 +18,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace {
 
@@ -481,9 +483,78 @@ std::tuple<at::Tensor, at::Tensor> gated_edge_backward_src(const at::Tensor& t_r
   return {gbx, gvx};
 }
 
+
+// Stable counting sort of `key` (values in [0, num_bins)) carrying `other` along: the transpose of a
+// CSR in O(E + num_bins). Returns (rowptr int64 (num_bins + 1), perm int64 (entry k of the result
+// is input entry perm[k]), key[perm], other[perm]). Each thread counts and places its own chunk of
+// the input; chunk t's entries of a bin follow chunk t - 1's, so the order within a bin is the
+// input order (stable), the same result as a stable comparison sort by key.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> counting_sort(const at::Tensor& key,
+                                                                         const at::Tensor& other,
+                                                                         int64_t num_bins) {
+  TORCH_CHECK(key.dim() == 1 && other.dim() == 1 && key.numel() == other.numel(), "key and other must be 1-D of one length");
+  TORCH_CHECK(key.scalar_type() == other.scalar_type(), "key and other must share one integer dtype");
+  TORCH_CHECK(key.scalar_type() == at::kInt || key.scalar_type() == at::kLong, "key must be int32 or int64");
+  TORCH_CHECK(key.is_contiguous() && other.is_contiguous() && key.device().is_cpu(), "key and other must be contiguous CPU tensors");
+  TORCH_CHECK(num_bins >= 0, "num_bins must be >= 0");
+  const int64_t m = key.numel();
+  auto rowptr = at::empty({num_bins + 1}, key.options().dtype(at::kLong));
+  auto perm = at::empty({m}, key.options().dtype(at::kLong));
+  auto key_s = at::empty_like(key);
+  auto other_s = at::empty_like(other);
+  int64_t nt = at::get_num_threads();
+  if (nt < 1 || num_bins * nt > 4 * m + 4096) nt = 1;  // few entries per bin: one pass is cheaper
+  const int64_t chunk = (m + nt - 1) / std::max<int64_t>(nt, 1);
+  std::vector<int64_t> count(static_cast<size_t>(nt * num_bins), 0);
+  std::vector<int64_t> bad(static_cast<size_t>(nt), 0);
+  AT_DISPATCH_INDEX_TYPES(key.scalar_type(), "counting_sort", [&] {
+    const index_t* kp = key.data_ptr<index_t>();
+    const index_t* op = other.data_ptr<index_t>();
+    index_t* ksp = key_s.data_ptr<index_t>();
+    index_t* osp = other_s.data_ptr<index_t>();
+    int64_t* pp = perm.data_ptr<int64_t>();
+    at::parallel_for(0, nt, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) {
+        int64_t* c = count.data() + t * num_bins;
+        for (int64_t k = t * chunk; k < std::min(m, (t + 1) * chunk); ++k) {
+          const int64_t b = kp[k];
+          if (b < 0 || b >= num_bins) { bad[t] = 1; continue; }
+          ++c[b];
+        }
+      }
+    });
+    for (int64_t t = 0; t < nt; ++t) TORCH_CHECK(!bad[t], "counting_sort: a key is outside [0, ", num_bins, ")");
+    int64_t* rp = rowptr.data_ptr<int64_t>();
+    int64_t run = 0;
+    for (int64_t b = 0; b < num_bins; ++b) {
+      rp[b] = run;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t c = count[t * num_bins + b];
+        count[t * num_bins + b] = run;
+        run += c;
+      }
+    }
+    rp[num_bins] = run;
+    at::parallel_for(0, nt, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) {
+        int64_t* pos = count.data() + t * num_bins;
+        for (int64_t k = t * chunk; k < std::min(m, (t + 1) * chunk); ++k) {
+          const int64_t b = kp[k];
+          const int64_t p = pos[b]++;
+          pp[p] = k;
+          ksp[p] = kp[k];
+          osp[p] = op[k];
+        }
+      }
+    });
+  });
+  return {rowptr, perm, key_s, other_s};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("counting_sort(Tensor key, Tensor other, int num_bins) -> (Tensor, Tensor, Tensor, Tensor)", &counting_sort);
   m.def("csr_sum(Tensor rowptr, Tensor col, Tensor? values, Tensor x) -> Tensor", &csr_sum);
   m.def("csr_sum_rows(Tensor rowptr, Tensor idx, Tensor rows) -> Tensor", &csr_sum_rows);
   m.def("relu_sum(Tensor rowptr, Tensor col, Tensor x, Tensor e) -> Tensor", &relu_sum);
