@@ -7,6 +7,7 @@ edges are dst-sorted) and its transpose ``csr_t`` (rows = sources, ``col`` = des
 * :func:`relu_edge_sum` — GINE (Hu et al. 2020, eq. 2): ``out_i = Σ_{j->i} ReLU(x_j + e_ji)``.
 * :func:`gated_sum` — ResGatedGraphConv (Bresson & Laurent 2017, eq. 11):
   ``out_i = Σ_{j->i} σ(k_i + q_j) ⊙ v_j``.
+* :func:`max_aggregate` — GraphSAGE's max / max-pool aggregation ``out_i = max_{j->i} x_j``.
 * :func:`gated_edge` — GatedGCN (Dwivedi et al. 2020, eqs. 25–27): ``ê_ji = a_i + b_j (+ c_ji)``,
   ``out_i = Σ σ(ê) ⊙ v_j`` divided by ``Σ σ(ê) + ε`` when ``eps`` is given; returns ``(out, ê)``.
 
@@ -130,10 +131,12 @@ def gated_sum(k: Tensor, q: Tensor, v: Tensor, csr: CSR, csr_t: CSR) -> Tensor:
 
 class _GatedEdgeK(Function):
     @staticmethod
-    def forward(ctx, ax, bx, vx, ce, csr, csr_t, eps):
+    def forward(ctx, ax, bx, vx, ce, csr, csr_t, eps, into_ce):
         ctx.set_materialize_grads(False)
         rowptr, col = _idx(csr)
-        num, den, e_hat = ops().gated_edge_forward(rowptr, col, ax, bx, ce, vx, eps is not None)
+        num, den, e_hat = ops().gated_edge_forward(rowptr, col, ax, bx, ce, vx, eps is not None, into_ce)
+        if into_ce:
+            ctx.mark_dirty(ce)
         if eps is not None:
             den = den.add_(eps)
             agg = num.div_(den)
@@ -151,7 +154,7 @@ class _GatedEdgeK(Function):
         csr, csr_t = ctx.csrs
         need = ctx.needs_input_grad
         if g_agg is None and g_ehat is None:
-            return (None,) * 7
+            return (None,) * 8
         if torch.is_grad_enabled():  # double backward: differentiate the reference
             src, dst = _edges(csr)
 
@@ -159,7 +162,7 @@ class _GatedEdgeK(Function):
                 return gated_aggregate_reference(a, b, v, c, src, dst, csr.num_rows, ctx.eps)
 
             ga, gb, gv, gc = _grad_through(ref, [ax, bx, vx, ce], [g_agg, g_ehat])
-            return ga, gb, gv, gc, None, None, None
+            return ga, gb, gv, gc, None, None, None, None
         g_num = torch.zeros_like(agg) if g_agg is None else (g_agg / den if den is not None else g_agg.contiguous())
         g_den = None if den is None or g_agg is None else (g_num * agg).neg_()
         rowptr, col = _idx(csr)
@@ -170,18 +173,68 @@ class _GatedEdgeK(Function):
             t_rowptr, t_col = _idx(csr_t)
             gbx, gvx = ops().gated_edge_backward_src(t_rowptr, t_col, csr_t.perm, e_hat, d, g_num)
         return (gax if need[0] else None, gbx if need[1] else None, gvx if need[2] else None,
-                d if need[3] else None, None, None, None)
+                d if need[3] else None, None, None, None, None)
 
 
 def gated_edge(ax: Tensor, bx: Tensor, vx: Tensor, ce: Tensor | None, csr: CSR, csr_t: CSR,
-               eps: float | None) -> tuple[Tensor, Tensor]:
+               eps: float | None, overwrite_ce: bool = False) -> tuple[Tensor, Tensor]:
     """GatedGCN's gating: ``ê_ji = ax_i + bx_j (+ ce_ji)``, ``agg_i = Σ σ(ê_ji) ⊙ vx_j``, divided by
     ``Σ σ(ê_ji) + eps`` when ``eps`` is given. One pass writes ``ê`` (the layer's edge output) and
     the sums; the gate and the gated message are never stored (backward recomputes ``σ(ê)``).
 
+    ``overwrite_ce``: write ``ê`` into ``ce``'s storage (one ``(E, C)`` allocation fewer) when the
+    caller has no other use for ``ce``; ignored for a leaf that requires grad or a non-contiguous ``ce``.
+    The edge's gradient is the same either way (``∂ce = ∂ê``).
+
     Shapes: ``ax``, ``bx``, ``vx`` ``(N, C)``, ``ce`` ``(E, C)`` or None → ``(agg (N, C), ê (E, C))``."""
+    into = (overwrite_ce and ce is not None and ce.is_contiguous()
+            and not (ce.is_leaf and ce.requires_grad) and ce._base is None)
     return _GatedEdgeK.apply(ax.contiguous(), bx.contiguous(), vx.contiguous(),
-                             None if ce is None else ce.contiguous(), csr, csr_t, eps)
+                             None if ce is None else ce.contiguous(), csr, csr_t, eps, into)
 
 
-__all__ = ["gated_edge", "gated_sum", "gated_sum_reference", "relu_edge_sum"]
+def max_aggregate_reference(x: Tensor, csr: CSR) -> Tensor:
+    """``out_i = max_{j->i} x_j`` by a gather and :func:`graphdl.ops.segment_max` (the reference of
+    :func:`max_aggregate`; same tie rule: ties split the gradient equally)."""
+    from graphdl.ops.segment import segment_max
+
+    src, dst = _edges(csr)
+    return segment_max(x.index_select(0, src), dst, csr.num_rows, csr.rowptr.long())
+
+
+class _MaxAggregateK(Function):
+    @staticmethod
+    def forward(ctx, x, csr, csr_t):
+        rowptr, col = _idx(csr)
+        out = ops().csr_max(rowptr, col, x)
+        ctx.save_for_backward(x, out)
+        ctx.csrs = (csr, csr_t)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        csr, csr_t = ctx.csrs
+        if torch.is_grad_enabled():  # double backward: differentiate the reference
+            (gx,) = _grad_through(lambda a: max_aggregate_reference(a, csr), [x], [grad])
+            return gx, None, None
+        rowptr, col = _idx(csr)
+        share = ops().csr_max_share(rowptr, col, x, out, grad.contiguous())
+        t_rowptr, t_col = _idx(csr_t)
+        return ops().csr_max_backward_src(t_rowptr, t_col, x, out, share), None, None
+
+
+def max_aggregate(x: Tensor, csr: CSR, csr_t: CSR) -> Tensor:
+    """``out_i = max_{j->i} x_j`` elementwise (0 for a node without in-edges; NaN propagates), the
+    max / max-pool aggregation of GraphSAGE (Hamilton et al. 2017, eq. 3) without ``(E, C)`` rows.
+
+    The gradient of ``out_i`` goes to the in-edges whose source attains the maximum, split equally
+    between ties (as :func:`graphdl.ops.segment_max`); backward counts ties per destination, then
+    sums shares per source over the transposed CSR.
+
+    Shapes: ``x (N, C)`` → ``(N, C)``."""
+    return _MaxAggregateK.apply(x.contiguous(), csr, csr_t)
+
+
+__all__ = ["gated_edge", "gated_sum", "gated_sum_reference", "max_aggregate", "max_aggregate_reference",
+           "relu_edge_sum"]

@@ -18,7 +18,14 @@ from graphdl.data.graph import Graph
 from graphdl.nn.base import BLOCKS, load_builtin_blocks
 from graphdl.nn.conv import _csr_pair, gated_aggregate_reference
 from graphdl.ops import kernels
-from graphdl.ops.fused import gated_edge, gated_sum, gated_sum_reference, relu_edge_sum
+from graphdl.ops.fused import (
+    gated_edge,
+    gated_sum,
+    gated_sum_reference,
+    max_aggregate,
+    max_aggregate_reference,
+    relu_edge_sum,
+)
 
 U32 = 2.0**-24
 
@@ -92,6 +99,57 @@ def test_gated_edge_float64_and_gradients(eps, with_ce):
     assert gradcheck(lambda *t: f(*t)[0], ins)
 
 
+def test_max_aggregate_float64_gradients_ties_and_nan():
+    g = _graph()
+    csr, csr_t = _csr_pair(g)
+    x = torch.randn(g.num_nodes, 5, dtype=torch.float64, requires_grad=True)
+    out = max_aggregate(x, csr, csr_t)
+    torch.testing.assert_close(out, max_aggregate_reference(x, csr), rtol=0, atol=0)  # a max is exact
+    assert (out[0] == 0).all()  # node 0 has no in-edges
+    assert gradcheck(lambda a: max_aggregate(a, csr, csr_t), (x,))
+    assert gradgradcheck(lambda a: max_aggregate(a, csr, csr_t), (x,))
+    # ties (ReLU zeros, equal rows, multi-edges): the gradient is split as segment_max splits it
+    xt = torch.relu(torch.randn(g.num_nodes, 5, dtype=torch.float64)).round()
+    xt[2] = xt[4]
+    xt.requires_grad_()
+    w = torch.randn(g.num_nodes, 5, dtype=torch.float64)
+    (ga,) = torch.autograd.grad((max_aggregate(xt, csr, csr_t) * w).sum(), xt)
+    (gb,) = torch.autograd.grad((max_aggregate_reference(xt, csr) * w).sum(), xt)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-14)
+    # NaN in a message: that destination's maximum is NaN, never a finite value
+    xn = x.detach().clone()
+    j = int(g.src[0])
+    xn[j, 1] = float("nan")
+    out = max_aggregate(xn, csr, csr_t)
+    hit = g.dst[g.src == j].unique()
+    assert torch.isnan(out[hit, 1]).all() and not torch.isnan(out[:, 0]).any()
+
+
+def test_gated_edge_writing_into_ce_gives_the_same_values_and_gradients():
+    g = _graph()
+    csr, csr_t = _csr_pair(g)
+    ax, bx, vx = (torch.randn(g.num_nodes, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    e = torch.randn(g.num_edges, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(overwrite, *t):
+        ce = t[3] @ t[4]  # a fresh non-leaf: may be overwritten
+        agg, e_hat = gated_edge(t[0], t[1], t[2], ce, csr, csr_t, 1e-6, overwrite_ce=overwrite)
+        if overwrite:
+            assert e_hat.data_ptr() == ce.data_ptr()
+        return agg, e_hat
+
+    ins = (ax, bx, vx, e, w)
+    for a, b in zip(f(True, *ins), f(False, *ins)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert gradcheck(lambda *t: f(True, *t), ins)
+    # a leaf that requires grad is never overwritten
+    leaf = torch.randn(g.num_edges, 3, dtype=torch.float64, requires_grad=True)
+    before = leaf.detach().clone()
+    gated_edge(ax, bx, vx, leaf, csr, csr_t, None, overwrite_ce=True)
+    assert torch.equal(leaf.detach(), before)
+
+
 def _bound(terms_abs_sum: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
     return (6 + degree.view(-1, 1).double()) * U32 * terms_abs_sum
 
@@ -138,7 +196,9 @@ def test_sigmoid_over_the_whole_float_range_and_nan():
     ("gated_gcn", {"out_dim": 8, "edge_input": "edge.e"}),  # edge gates, normalised, batch norm, edge update
     ("gated_gcn", {"out_dim": 8, "edge_gates": False, "normalize_gates": False, "update_edges": False,
                    "skip": False}),  # ResGatedGraphConv's form
-], ids=["gine", "gated_gcn", "res_gated"])
+    ("sage", {"out_dim": 8, "aggr": "max_pool"}),
+    ("sage", {"out_dim": 8, "aggr": "max"}),
+], ids=["gine", "gated_gcn", "res_gated", "sage_max_pool", "sage_max"])
 def test_layers_agree_with_their_torch_op_paths(name, params, monkeypatch):
     """The block with the kernels and with GRAPHDL_KERNELS=0 (selector paths): outputs and the
     gradients of inputs and parameters equal to float64 round-off (sums over a few edges in

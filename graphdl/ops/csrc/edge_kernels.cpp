@@ -317,11 +317,13 @@ std::tuple<at::Tensor, at::Tensor> gated_sum_backward_src(const at::Tensor& t_ro
 }
 
 // GatedGCN forward: e_hat[k] = ax[i] + bx[j] (+ ce[k]),  s = sigmoid(e_hat),
-// num[i] = sum s * vx[j],  den[i] = sum s;  returns (num, den, e_hat); den only if `with_den`.
+// num[i] = sum s * vx[j],  den[i] = sum s;  returns (num, den, e_hat); den only if `with_den`;
+// with `into_ce`, e_hat is written into ce's storage (and returned as it).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_edge_forward(const at::Tensor& rowptr, const at::Tensor& col,
                                                                   const at::Tensor& ax, const at::Tensor& bx,
                                                                   const c10::optional<at::Tensor>& ce,
-                                                                  const at::Tensor& vx, bool with_den) {
+                                                                  const at::Tensor& vx, bool with_den,
+                                                                  bool into_ce) {
   check_csr(rowptr, col);
   check_feat(ax, "ax");
   check_feat(bx, "bx");
@@ -331,7 +333,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_edge_forward(const at::Tens
   const int64_t n = rowptr.numel() - 1, c = vx.size(1), nnz = col.numel();
   auto num = at::empty({n, c}, vx.options());
   auto den = with_den ? at::empty({n, c}, vx.options()) : at::empty({0}, vx.options());
-  auto e_hat = at::empty({nnz, c}, vx.options());
+  TORCH_CHECK(!into_ce || has_ce, "into_ce needs ce");
+  // into_ce: e_hat overwrites ce (each element is read before it is written), saving an (E, C) buffer
+  auto e_hat = into_ce ? *ce : at::empty({nnz, c}, vx.options());
   GDL_DISPATCH(vx.scalar_type(), rowptr.scalar_type(), "gated_edge_forward", [&] {
     const index_t* rp = rowptr.data_ptr<index_t>();
     const index_t* cl = col.data_ptr<index_t>();
@@ -484,6 +488,106 @@ std::tuple<at::Tensor, at::Tensor> gated_edge_backward_src(const at::Tensor& t_r
 }
 
 
+// Max aggregation (SAGE max / max-pool): out[i] = max_{k in row i} x[col[k]] elementwise; 0 for an
+// empty row; NaN wins (a NaN message makes the row's maximum NaN, as torch's amax).
+at::Tensor csr_max(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x) {
+  check_csr(rowptr, col);
+  check_feat(x, "x");
+  const int64_t n = rowptr.numel() - 1, c = x.size(1);
+  auto out = at::empty({n, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "csr_max", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* o = op + i * c;
+        if (rp[i] == rp[i + 1]) {
+          for (int64_t f = 0; f < c; ++f) o[f] = 0;
+          continue;
+        }
+        const scalar_t* x0 = xp + static_cast<int64_t>(cl[rp[i]]) * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = x0[f];
+        for (int64_t k = rp[i] + 1; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t v = xr[f];
+            o[f] = (v > o[f] || v != v) && o[f] == o[f] ? v : o[f];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// Max aggregation backward, destination side: share[i] = grad[i] / (number of entries of row i
+// whose x equals out[i]), elementwise (ties split the gradient equally; at least 1).
+at::Tensor csr_max_share(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x, const at::Tensor& out,
+                         const at::Tensor& g) {
+  check_csr(rowptr, col);
+  check_feat(x, "x");
+  check_feat(out, "out");
+  check_feat(g, "grad");
+  const int64_t n = rowptr.numel() - 1, c = x.size(1);
+  auto share = at::empty({n, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "csr_max_share", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* op = out.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* sp = share.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* s = sp + i * c;
+        const scalar_t* o = op + i * c;
+        for (int64_t f = 0; f < c; ++f) s[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+          for (int64_t f = 0; f < c; ++f) s[f] += xr[f] == o[f] ? scalar_t(1) : scalar_t(0);
+        }
+        const scalar_t* gi = gp + i * c;
+        for (int64_t f = 0; f < c; ++f) s[f] = gi[f] / (s[f] > 0 ? s[f] : scalar_t(1));
+      }
+    });
+  });
+  return share;
+}
+
+// Max aggregation backward, source side, over the transposed CSR (t_col = destinations):
+// grad_x[j] = sum_{k in t-row j} share[i] * [x[j] == out[i]], i = t_col[k].
+at::Tensor csr_max_backward_src(const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& x,
+                                const at::Tensor& out, const at::Tensor& share) {
+  check_csr(t_rowptr, t_col);
+  check_feat(x, "x");
+  const int64_t n = t_rowptr.numel() - 1, c = x.size(1);
+  auto gx = at::empty({n, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), t_rowptr.scalar_type(), "csr_max_backward_src", [&] {
+    const index_t* rp = t_rowptr.data_ptr<index_t>();
+    const index_t* cl = t_col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* op = out.data_ptr<scalar_t>();
+    const scalar_t* sp = share.data_ptr<scalar_t>();
+    scalar_t* gp = gx.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        scalar_t* gj = gp + j * c;
+        const scalar_t* xj = xp + j * c;
+        for (int64_t f = 0; f < c; ++f) gj[f] = 0;
+        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+          const int64_t i = cl[k];
+          const scalar_t* o = op + i * c;
+          const scalar_t* s = sp + i * c;
+          for (int64_t f = 0; f < c; ++f) gj[f] += xj[f] == o[f] ? s[f] : scalar_t(0);
+        }
+      }
+    });
+  });
+  return gx;
+}
+
 // Stable counting sort of `key` (values in [0, num_bins)) carrying `other` along: the transpose of a
 // CSR in O(E + num_bins). Returns (rowptr int64 (num_bins + 1), perm int64 (entry k of the result
 // is input entry perm[k]), key[perm], other[perm]). Each thread counts and places its own chunk of
@@ -554,6 +658,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> counting_sort(const a
 }  // namespace
 
 TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("csr_max(Tensor rowptr, Tensor col, Tensor x) -> Tensor", &csr_max);
+  m.def("csr_max_share(Tensor rowptr, Tensor col, Tensor x, Tensor out, Tensor grad) -> Tensor", &csr_max_share);
+  m.def("csr_max_backward_src(Tensor t_rowptr, Tensor t_col, Tensor x, Tensor out, Tensor share) -> Tensor",
+        &csr_max_backward_src);
   m.def("counting_sort(Tensor key, Tensor other, int num_bins) -> (Tensor, Tensor, Tensor, Tensor)", &counting_sort);
   m.def("csr_sum(Tensor rowptr, Tensor col, Tensor? values, Tensor x) -> Tensor", &csr_sum);
   m.def("csr_sum_rows(Tensor rowptr, Tensor idx, Tensor rows) -> Tensor", &csr_sum_rows);
@@ -565,7 +673,7 @@ TORCH_LIBRARY(graphdl_kernels, m) {
         &gated_sum_backward_dst);
   m.def("gated_sum_backward_src(Tensor t_rowptr, Tensor t_col, Tensor k, Tensor q, Tensor v, Tensor grad)"
         " -> (Tensor, Tensor)", &gated_sum_backward_src);
-  m.def("gated_edge_forward(Tensor rowptr, Tensor col, Tensor ax, Tensor bx, Tensor? ce, Tensor vx, bool with_den)"
+  m.def("gated_edge_forward(Tensor rowptr, Tensor col, Tensor ax, Tensor bx, Tensor(a!)? ce, Tensor vx, bool with_den, bool into_ce)"
         " -> (Tensor, Tensor, Tensor)", &gated_edge_forward);
   m.def("gated_edge_backward_dst(Tensor rowptr, Tensor col, Tensor vx, Tensor e_hat, Tensor g_num, Tensor? g_den,"
         " Tensor? g_ehat) -> (Tensor, Tensor)", &gated_edge_backward_dst);
