@@ -6,8 +6,9 @@ with ``csr = g.csr()`` (rows = destinations, columns = sources) that is the sum 
 
 Kernels (chosen per call from dtype and device; no host sync):
 
-* CPU float32/float64, 2-D ``x``: graphdl's row-parallel C++ kernel (``csr_sum`` of
-  :mod:`graphdl.ops.kernels`; about 2x MKL's CSR product on 64 channels), when it is built;
+* CPU float32/float64: graphdl's row-parallel C++ kernels (``csr_sum`` / ``csr_sum_heads`` and
+  ``sddmm_heads`` of :mod:`graphdl.ops.kernels`; the sum about 2x MKL's CSR product on 64
+  channels, all heads in one pass), when they are built;
 * CPU float32/float64, CUDA float16/bfloat16/float32/float64: ``torch.sparse_csr_tensor``
   ``@ x`` (MKL / cuSPARSE). Building the sparse tensor only wraps the CSR's index tensors
   (about 10 µs; with ``values=None`` a ``(nnz,)`` vector of ones is allocated, about 0.2 ms
@@ -157,9 +158,11 @@ def _spmm_sum(pattern: _Pattern, x: Tensor, values: Tensor | None) -> Tensor:
     nrows, nnz = csr.num_rows, csr.nnz
     if nnz == 0 or nrows == 0 or x[0].numel() == 0:
         return x.new_zeros((nrows,) + tuple(x.shape[1:]))
-    if x.dim() == 2 and kernels.usable(x, values):  # graphdl's own row-parallel kernel (ops/kernels.py)
+    if x.dim() in (2, 3) and kernels.usable(x, values):  # graphdl's own row-parallel kernels (ops/kernels.py)
         rowptr = csr.rowptr
         col = csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype)
+        if x.dim() == 3:  # heads: values (nnz, H)
+            return kernels.ops().csr_sum_heads(rowptr, col, values.contiguous(), x.contiguous())  # type: ignore[union-attr]
         return kernels.ops().csr_sum(rowptr, col, None if values is None else values.contiguous(), x.contiguous())
     if _sparse_ok(x, _SPARSE_DTYPES):
         try:
@@ -183,6 +186,12 @@ def _sddmm(pattern: _Pattern, a: Tensor, b: Tensor) -> Tensor:
     """``out[e] = ⟨a[row[e]], b[col[e]]⟩`` over the last dim: ``(nnz,)``, or ``(nnz, H)`` with heads."""
     csr = pattern.csr
     nnz = csr.nnz
+    if kernels.usable(a, b) and a.dtype == b.dtype:  # graphdl's row-parallel kernel
+        rowptr = csr.rowptr
+        col = csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype)
+        a3, b3 = (a.unsqueeze(1), b.unsqueeze(1)) if a.dim() == 2 else (a, b)
+        out = kernels.ops().sddmm_heads(rowptr, col, a3.contiguous(), b3.contiguous())
+        return out.squeeze(1) if a.dim() == 2 else out
     if nnz == 0 or a.size(-1) == 0 or not _sparse_ok(a, _SDDMM_DTYPES):
         return _gather_dot(csr, a, b)
     try:

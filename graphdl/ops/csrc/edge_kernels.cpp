@@ -488,6 +488,74 @@ std::tuple<at::Tensor, at::Tensor> gated_edge_backward_src(const at::Tensor& t_r
 }
 
 
+// Multi-head CSR sum (GAT): x (N, H, C) contiguous, values (E, H):
+// out[i, h] = sum_{k in row i} values[k, h] * x[col[k], h].
+at::Tensor csr_sum_heads(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& values,
+                         const at::Tensor& x) {
+  check_csr(rowptr, col);
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && x.device().is_cpu(), "x must be a contiguous (N, H, C) CPU tensor");
+  TORCH_CHECK(values.dim() == 2 && values.is_contiguous() && values.size(1) == x.size(1) &&
+              values.scalar_type() == x.scalar_type(), "values must be a contiguous (E, H) tensor of x's dtype");
+  const int64_t n = rowptr.numel() - 1, nh = x.size(1), c = x.size(2), w = nh * c;
+  auto out = at::empty({n, nh, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), rowptr.scalar_type(), "csr_sum_heads", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* vp = values.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* o = op + i * w;
+        for (int64_t f = 0; f < w; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * w;
+          const scalar_t* vk = vp + k * nh;
+          for (int64_t h = 0; h < nh; ++h) {
+            const scalar_t a = vk[h];
+            scalar_t* oh = o + h * c;
+            const scalar_t* xh = xr + h * c;
+            for (int64_t f = 0; f < c; ++f) oh[f] += a * xh[f];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// Sampled dense-dense product per head: a (R, H, C), b (N, H, C) contiguous;
+// out[k, h] = <a[i, h], b[col[k], h]> for k in row i. (E, H).
+at::Tensor sddmm_heads(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& a, const at::Tensor& b) {
+  check_csr(rowptr, col);
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.is_contiguous() && b.is_contiguous() && a.size(1) == b.size(1) &&
+              a.size(2) == b.size(2) && a.scalar_type() == b.scalar_type() && a.device().is_cpu(),
+              "a and b must be contiguous (rows, H, C) CPU tensors of one dtype and trailing shape");
+  const int64_t n = rowptr.numel() - 1, nh = a.size(1), c = a.size(2), w = nh * c;
+  auto out = at::empty({col.numel(), nh}, a.options());
+  GDL_DISPATCH(a.scalar_type(), rowptr.scalar_type(), "sddmm_heads", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* ap = a.data_ptr<scalar_t>();
+    const scalar_t* bp = b.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const scalar_t* ai = ap + i * w;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* bj = bp + static_cast<int64_t>(cl[k]) * w;
+          for (int64_t h = 0; h < nh; ++h) {
+            scalar_t acc = 0;
+            for (int64_t f = 0; f < c; ++f) acc += ai[h * c + f] * bj[h * c + f];
+            op[k * nh + h] = acc;
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
 // Max aggregation (SAGE max / max-pool): out[i] = max_{k in row i} x[col[k]] elementwise; 0 for an
 // empty row; NaN wins (a NaN message makes the row's maximum NaN, as torch's amax).
 at::Tensor csr_max(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x) {
@@ -658,6 +726,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> counting_sort(const a
 }  // namespace
 
 TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("csr_sum_heads(Tensor rowptr, Tensor col, Tensor values, Tensor x) -> Tensor", &csr_sum_heads);
+  m.def("sddmm_heads(Tensor rowptr, Tensor col, Tensor a, Tensor b) -> Tensor", &sddmm_heads);
   m.def("csr_max(Tensor rowptr, Tensor col, Tensor x) -> Tensor", &csr_max);
   m.def("csr_max_share(Tensor rowptr, Tensor col, Tensor x, Tensor out, Tensor grad) -> Tensor", &csr_max_share);
   m.def("csr_max_backward_src(Tensor t_rowptr, Tensor t_col, Tensor x, Tensor out, Tensor share) -> Tensor",
