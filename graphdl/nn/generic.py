@@ -28,6 +28,8 @@ from graphdl.errors import InferenceError
 from graphdl.nn.base import Block, BlockParams, Signature, register_block
 from graphdl.nn.basic import _check_key
 from graphdl.nn.mlp import MLP, ActName, activation
+from graphdl.ops import kernels
+from graphdl.ops.fused import edge_gather_add
 from graphdl.ops.segment import scatter, segment_softmax, segment_sum
 from graphdl.ops.spmm import spmm
 from graphdl.types import FieldTable, Scalar, split_key
@@ -214,16 +216,23 @@ def _edge_parts(inputs, x: Tensor, e: Tensor | None, src: Tensor, dst: Tensor):
     return [table[k] for k in inputs]
 
 
-def split_linear(parts: list[tuple[Tensor, Tensor | None]], lin: nn.Linear, dims: list[int]) -> Tensor:
+def split_linear(parts: list[tuple[Tensor, Tensor | None]], lin: nn.Linear, dims: list[int], g=None) -> Tensor:
     """``lin([a | b | ...])`` where some parts live on nodes and are gathered to edges afterwards.
 
     Equals ``lin`` applied to the concatenated per-edge features, but multiplies node
     features on the ``N`` nodes before gathering them to the ``E`` edges (``E ≫ N`` usually).
+    With the graph ``g`` given, parts gathered by ``g.src`` / ``g.dst`` (at most one each, beside
+    at most one edge part) are added on graphdl's C++ kernel (:func:`graphdl.ops.fused.edge_gather_add`:
+    one pass, into the edge part's product, no gathered copies) where it applies.
 
     Shapes: each part is ``(N_k, d_k)`` with a gather index ``(E,)``, or ``(E, d_k)`` with
     ``None``; ``dims = [d_k...]`` → ``(E, lin.out_features)``.
     """
     ws = lin.weight.split(dims, dim=1)
+    if g is not None:
+        fused = _split_linear_fused(parts, lin, ws, g)
+        if fused is not None:
+            return fused
     out = None
     for (t, idx), w in zip(parts, ws):
         y = F.linear(t, w)
@@ -235,9 +244,29 @@ def split_linear(parts: list[tuple[Tensor, Tensor | None]], lin: nn.Linear, dims
     return out
 
 
-def _edge_mlp(parts, mlp: MLP, dims: list[int]) -> Tensor:
+def _split_linear_fused(parts, lin: nn.Linear, ws, g) -> Tensor | None:
+    """:func:`split_linear` on the edge kernel, or None where it does not apply."""
+    def same(idx: Tensor, ref: Tensor) -> bool:  # g.src / g.dst are fresh views of edge_index on each access
+        return idx.data_ptr() == ref.data_ptr() and idx.shape == ref.shape and idx.stride() == ref.stride()
+
+    slots: dict[str, tuple[Tensor, Tensor]] = {}
+    for (t, idx), w in zip(parts, ws):
+        key = "base" if idx is None else "dst" if same(idx, g.dst) else "src" if same(idx, g.src) else None
+        if key is None or key in slots or t.dim() != 2:
+            return None
+        slots[key] = (t, w)
+    tensors = [t for t, _ in slots.values()] + [lin.weight]
+    if not kernels.usable(*tensors) or len({t.dtype for t in tensors}) != 1:
+        return None
+    from graphdl.nn.conv import _csr_pair
+
+    y = {k: F.linear(t, w) for k, (t, w) in slots.items()}
+    return edge_gather_add(y.get("base"), y.get("dst"), y.get("src"), lin.bias, *_csr_pair(g), overwrite_base=True)
+
+
+def _edge_mlp(parts, mlp: MLP, dims: list[int], g=None) -> Tensor:
     """An MLP over concatenated edge parts, its first layer applied before the gather."""
-    h = split_linear(parts, mlp[0], dims)
+    h = split_linear(parts, mlp[0], dims, g)
     for i in range(1, len(mlp)):
         h = mlp[i](h)
     return h
@@ -437,9 +466,9 @@ class MessagePassing(Block):
             xs = x.index_select(0, src)
             out = xs * e if msg.op == "product" else xs + e
         elif isinstance(msg, LinearMessage):
-            out = split_linear(_edge_parts(msg.inputs, x, e, src, dst), self.msg_lin, self._msg_dims)
+            out = split_linear(_edge_parts(msg.inputs, x, e, src, dst), self.msg_lin, self._msg_dims, g)
         elif isinstance(msg, MLPMessage):
-            return _edge_mlp(_edge_parts(msg.inputs, x, e, src, dst), self.msg_mlp, self._msg_dims)
+            return _edge_mlp(_edge_parts(msg.inputs, x, e, src, dst), self.msg_mlp, self._msg_dims, g)
         else:  # edge_matrix
             # explicit sizes (no -1): E or N may be 0
             a = self.edge_net(e).view(e.size(0), x.size(1), self.sig.info["msg_dim"])
@@ -656,7 +685,7 @@ class GraphNetwork(Block):
         if self.edge_mlp is not None:
             # u is per graph: gather it to edges by the graph of each edge
             table = {"edge": (e, None), "src": (v, src), "dst": (v, dst), "global": (u, g.edge_batch)}
-            e = _edge_mlp([table[k] for k in i["edge_inputs"]], self.edge_mlp, i["edge"])
+            e = _edge_mlp([table[k] for k in i["edge_inputs"]], self.edge_mlp, i["edge"], g)
             out[p.edge_output or p.edge_input] = e
         if self.node_mlp is not None:
             parts = []

@@ -236,5 +236,63 @@ def max_aggregate(x: Tensor, csr: CSR, csr_t: CSR) -> Tensor:
     return _MaxAggregateK.apply(x.contiguous(), csr, csr_t)
 
 
-__all__ = ["gated_edge", "gated_sum", "gated_sum_reference", "max_aggregate", "max_aggregate_reference",
+def edge_gather_add_reference(base, yd, ys, bias, csr: CSR) -> Tensor:
+    """:func:`edge_gather_add` in plain ops (gathers and additions)."""
+    src, dst = _edges(csr)
+    out = None
+    for t in (base, None if yd is None else yd.index_select(0, dst), None if ys is None else ys.index_select(0, src)):
+        if t is not None:
+            out = t if out is None else out + t
+    return out if bias is None else out + bias
+
+
+class _EdgeGatherAddK(Function):
+    @staticmethod
+    def forward(ctx, base, yd, ys, bias, csr, csr_t, channels, into):
+        rowptr, col = _idx(csr)
+        out = ops().edge_gather_add(rowptr, col, base, yd, ys, bias, channels, into)
+        if into:
+            ctx.mark_dirty(base)
+        ctx.csrs = (csr, csr_t)
+        ctx.num_nodes = csr.num_rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        csr, csr_t = ctx.csrs
+        need = ctx.needs_input_grad
+        gb = grad if need[0] else None
+        gbias = grad.sum(0) if need[3] else None
+        if torch.is_grad_enabled():  # double backward: the same sums in differentiable torch ops
+            src, dst = _edges(csr)
+            zeros = grad.new_zeros(ctx.num_nodes, grad.size(1))
+            gd = zeros.index_add(0, dst, grad) if need[1] else None
+            gs = zeros.index_add(0, src, grad) if need[2] else None
+            return gb, gd, gs, gbias, None, None, None, None
+        grad = grad.contiguous()
+        gd = ops().segment_sum_rows(csr.rowptr, grad) if need[1] else None
+        gs = ops().csr_sum_rows(csr_t.rowptr, csr_t.perm, grad) if need[2] else None
+        return gb, gd, gs, gbias, None, None, None, None
+
+
+def edge_gather_add(base: Tensor | None, yd: Tensor | None, ys: Tensor | None, bias: Tensor | None, csr: CSR,
+                    csr_t: CSR, overwrite_base: bool = False) -> Tensor:
+    """``out_e = base_e + yd_{dst e} + ys_{src e} + bias`` for every edge, in one pass (each term
+    optional): the first layer of an edge MLP whose node parts were multiplied on the nodes
+    (:func:`graphdl.nn.generic.split_linear`), without gathered ``(E, C)`` copies or partial sums.
+    Backward: ``∂base = ∂out``, ``∂yd`` / ``∂ys`` = sums of ``∂out`` per destination / source.
+
+    ``overwrite_base``: write the result into ``base`` (a fresh tensor the caller has no other use
+    for); ignored for a leaf that requires grad, a view or a non-contiguous tensor.
+
+    Shapes: ``base (E, C)``, ``yd``, ``ys`` ``(N, C)``, ``bias (C,)`` → ``(E, C)``."""
+    parts = [t for t in (base, yd, ys) if t is not None]
+    channels = parts[0].size(1)
+    into = (overwrite_base and base is not None and base.is_contiguous() and base._base is None
+            and not (base.is_leaf and base.requires_grad))
+    c = (lambda t: None if t is None else t.contiguous())
+    return _EdgeGatherAddK.apply(c(base), c(yd), c(ys), c(bias), csr, csr_t, channels, into)
+
+
+__all__ = ["edge_gather_add", "edge_gather_add_reference", "gated_edge", "gated_sum", "gated_sum_reference", "max_aggregate", "max_aggregate_reference",
            "relu_edge_sum"]

@@ -32,6 +32,7 @@ Under ``torch.compile`` every reduction takes its traceable path (no sparse tens
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from graphdl.errors import DataError, did_you_mean
+from graphdl.ops import kernels
 
 
 def _silence_csr_beta_notice() -> None:
@@ -129,6 +131,11 @@ def _csr_sum_ok(x: Tensor, ptr: Tensor | None) -> bool:
 def _sum_forward(x: Tensor, index: Tensor, num_segments: int, ptr: Tensor | None) -> Tensor:
     """Segment sum without autograd bookkeeping (used inside other kernels)."""
     out_shape = (num_segments,) + tuple(x.shape[1:])
+    if ptr is not None and x.dim() >= 1 and ptr.numel() == num_segments + 1 and kernels.usable(x):
+        # graphdl's C++ kernel: each segment's contiguous rows summed in its own loop
+        width = math.prod(x.shape[1:])  # explicit: E may be 0
+        return kernels.ops().segment_sum_rows(ptr.contiguous(), x.reshape(x.size(0), width).contiguous()).reshape(
+            out_shape)
     if _csr_sum_ok(x, ptr) and x.numel() > 0 and num_segments > 0:
         try:
             e = x.size(0)

@@ -656,6 +656,91 @@ at::Tensor csr_max_backward_src(const at::Tensor& t_rowptr, const at::Tensor& t_
   return gx;
 }
 
+// Sum of contiguous row segments: out[s] = sum_{k in [ptr[s], ptr[s+1])} x[k] (edges sorted by
+// destination reduced to nodes; nodes grouped by graph reduced to graphs).
+at::Tensor segment_sum_rows(const at::Tensor& ptr, const at::Tensor& x) {
+  check_feat(x, "x");
+  TORCH_CHECK(ptr.scalar_type() == at::kInt || ptr.scalar_type() == at::kLong, "ptr must be int32 or int64");
+  TORCH_CHECK(ptr.is_contiguous(), "ptr must be contiguous");
+  const int64_t n = ptr.numel() - 1, c = x.size(1);
+  auto out = at::empty({n, c}, x.options());
+  GDL_DISPATCH(x.scalar_type(), ptr.scalar_type(), "segment_sum_rows", [&] {
+    const index_t* rp = ptr.data_ptr<index_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        scalar_t* o = op + i * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = 0;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const scalar_t* r = xp + k * c;
+          for (int64_t f = 0; f < c; ++f) o[f] += r[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// An edge MLP's first layer with its node parts multiplied on the nodes (GNS, MPNN edge models):
+// out[k] = base[k] + yd[i] + ys[j] + bias for entry k = (j -> i) of row i; each term optional.
+// into_base: write into base's storage (it must be given).
+at::Tensor edge_gather_add(const at::Tensor& rowptr, const at::Tensor& col, const c10::optional<at::Tensor>& base,
+                           const c10::optional<at::Tensor>& yd, const c10::optional<at::Tensor>& ys,
+                           const c10::optional<at::Tensor>& bias, int64_t channels, bool into_base) {
+  check_csr(rowptr, col);
+  const bool hb = base.has_value() && base->defined(), hd = yd.has_value() && yd->defined();
+  const bool hs = ys.has_value() && ys->defined(), hbias = bias.has_value() && bias->defined();
+  TORCH_CHECK(!into_base || hb, "into_base needs base");
+  at::TensorOptions opts;
+  at::ScalarType st = at::kFloat;
+  for (const c10::optional<at::Tensor>* t : {&base, &yd, &ys}) {
+    if (t->has_value() && (*t)->defined()) {
+      check_feat(**t, "edge part");
+      TORCH_CHECK((*t)->size(1) == channels, "every part must have `channels` columns");
+      opts = (*t)->options();
+      st = (*t)->scalar_type();
+    }
+  }
+  TORCH_CHECK(hb || hd || hs, "edge_gather_add needs at least one part");
+  if (hbias) TORCH_CHECK(bias->is_contiguous() && bias->numel() == channels && bias->scalar_type() == st, "bad bias");
+  const int64_t n = rowptr.numel() - 1, c = channels, nnz = col.numel();
+  auto out = into_base ? *base : at::empty({nnz, c}, opts);
+  GDL_DISPATCH(st, rowptr.scalar_type(), "edge_gather_add", [&] {
+    const index_t* rp = rowptr.data_ptr<index_t>();
+    const index_t* cl = col.data_ptr<index_t>();
+    const scalar_t* bp = hb ? base->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dp = hd ? yd->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = hs ? ys->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* biasp = hbias ? bias->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          scalar_t* o = op + k * c;
+          if (bp) {
+            const scalar_t* r = bp + k * c;
+            for (int64_t f = 0; f < c; ++f) o[f] = r[f];
+          } else {
+            for (int64_t f = 0; f < c; ++f) o[f] = 0;
+          }
+          if (dp) {
+            const scalar_t* r = dp + i * c;
+            for (int64_t f = 0; f < c; ++f) o[f] += r[f];
+          }
+          if (sp) {
+            const scalar_t* r = sp + static_cast<int64_t>(cl[k]) * c;
+            for (int64_t f = 0; f < c; ++f) o[f] += r[f];
+          }
+          if (biasp)
+            for (int64_t f = 0; f < c; ++f) o[f] += biasp[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
 // Stable counting sort of `key` (values in [0, num_bins)) carrying `other` along: the transpose of a
 // CSR in O(E + num_bins). Returns (rowptr int64 (num_bins + 1), perm int64 (entry k of the result
 // is input entry perm[k]), key[perm], other[perm]). Each thread counts and places its own chunk of
@@ -726,6 +811,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> counting_sort(const a
 }  // namespace
 
 TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("segment_sum_rows(Tensor ptr, Tensor x) -> Tensor", &segment_sum_rows);
+  m.def("edge_gather_add(Tensor rowptr, Tensor col, Tensor(a!)? base, Tensor? yd, Tensor? ys, Tensor? bias,"
+        " int channels, bool into_base) -> Tensor", &edge_gather_add);
   m.def("csr_sum_heads(Tensor rowptr, Tensor col, Tensor values, Tensor x) -> Tensor", &csr_sum_heads);
   m.def("sddmm_heads(Tensor rowptr, Tensor col, Tensor a, Tensor b) -> Tensor", &sddmm_heads);
   m.def("csr_max(Tensor rowptr, Tensor col, Tensor x) -> Tensor", &csr_max);
