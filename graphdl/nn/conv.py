@@ -385,6 +385,14 @@ def gcn_norm(
         ``values`` ``(E,)``: the coefficient of each edge (0 for loop edges when loops are
         added), and ``diag`` ``(N,)`` (``None`` when ``add_self_loops`` is false).
     """
+    if (dtype in (torch.float32, torch.float64) and (edge_weight is None or not edge_weight.requires_grad)
+            and kernels.usable_index(g.src) and (edge_weight is None or edge_weight.device.type == "cpu")):
+        # one C++ pass per row for the degrees and one for the coefficients (graphdl/ops/kernels.py)
+        csr = g.csr()
+        fill = (2.0 if improved else 1.0) if add_self_loops else -1.0
+        w = None if edge_weight is None else edge_weight.reshape(-1)
+        values, diag = kernels.ops().gcn_norm(csr.rowptr, csr.col, w, fill, dtype)
+        return values, (diag if add_self_loops else None)
     w, diag, dinv = gcn_node_factors(g, edge_weight, improved=improved, add_self_loops=add_self_loops, dtype=dtype)
     src, dst = g.src, g.dst
     values = dinv.index_select(0, src) * w * dinv.index_select(0, dst)

@@ -15,6 +15,8 @@ def _rowptr(sorted_rows: Tensor, num_rows: int) -> Tensor:
 
     A binary search of ``0..num_rows`` in the sorted rows: unlike ``bincount`` it never reads
     the largest index back to the host, so building a CSR does not synchronise a GPU stream."""
+    if kernels.usable_index(sorted_rows):  # O(E) in C++ (graphdl/ops/kernels.py); the same offsets
+        return kernels.ops().rowptr_from_sorted(sorted_rows.contiguous(), num_rows)
     bounds = torch.arange(num_rows + 1, dtype=sorted_rows.dtype, device=sorted_rows.device)
     return torch.searchsorted(sorted_rows, bounds).to(torch.long)
 

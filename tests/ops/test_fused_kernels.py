@@ -307,3 +307,33 @@ def test_counting_sort_transpose_equals_the_stable_sort(dtype, n, e, monkeypatch
 def test_counting_sort_refuses_keys_outside_the_bins():
     with pytest.raises(RuntimeError, match=r"outside \[0, 3\)"):
         kernels.ops().counting_sort(torch.tensor([0, 3, 1]), torch.tensor([0, 1, 2]), 3)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("improved", [False, True])
+@pytest.mark.parametrize("loops", [False, True])
+def test_gcn_norm_kernel_equals_the_torch_op_path(weighted, improved, loops, monkeypatch):
+    """Existing loops (node 3 has two: the last one's weight is its diagonal), a node without
+    in-edges, isolated nodes: coefficients and diagonal equal to the torch-op path to 2 ulp
+    (D^-1/2 as 1/sqrt in C++ against pow(-0.5): each may round differently by an ulp)."""
+    from graphdl.nn.conv import gcn_norm
+
+    g = _graph()
+    w = torch.rand(g.num_edges, dtype=torch.float64) + 0.1 if weighted else None
+    a = gcn_norm(g, w, improved=improved, add_self_loops=loops, dtype=torch.float64)
+    monkeypatch.setenv("GRAPHDL_KERNELS", "0")
+    b = gcn_norm(g, w, improved=improved, add_self_loops=loops, dtype=torch.float64)
+    torch.testing.assert_close(a[0], b[0], rtol=4 * 2.0**-52, atol=0)
+    assert (a[1] is None) == (b[1] is None) == (not loops)
+    if loops:
+        torch.testing.assert_close(a[1], b[1], rtol=4 * 2.0**-52, atol=0)
+
+
+@pytest.mark.parametrize("n, rows", [(6, [0, 0, 2, 2, 2, 5]), (4, []), (3, [2, 2]), (5, [0, 1, 2, 3, 4])])
+def test_rowptr_from_sorted_rows(n, rows, monkeypatch):
+    from graphdl.ops.csr import _rowptr
+
+    r = torch.tensor(rows, dtype=torch.long)
+    fast = _rowptr(r, n)
+    monkeypatch.setenv("GRAPHDL_KERNELS", "0")
+    assert torch.equal(fast, _rowptr(r, n))

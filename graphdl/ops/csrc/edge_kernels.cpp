@@ -741,6 +741,85 @@ at::Tensor edge_gather_add(const at::Tensor& rowptr, const at::Tensor& col, cons
   return out;
 }
 
+// Row offsets of ascending row indices in O(E): rowptr[r] = number of entries with row < r.
+// Each entry k writes the offsets of the rows between its predecessor's row and its own.
+at::Tensor rowptr_from_sorted(const at::Tensor& rows, int64_t num_rows) {
+  TORCH_CHECK(rows.dim() == 1 && rows.is_contiguous() && rows.device().is_cpu(), "rows must be a contiguous 1-D CPU tensor");
+  TORCH_CHECK(rows.scalar_type() == at::kInt || rows.scalar_type() == at::kLong, "rows must be int32 or int64");
+  const int64_t m = rows.numel();
+  auto rowptr = at::empty({num_rows + 1}, rows.options().dtype(at::kLong));
+  int64_t* rp = rowptr.data_ptr<int64_t>();
+  AT_DISPATCH_INDEX_TYPES(rows.scalar_type(), "rowptr_from_sorted", [&] {
+    const index_t* r = rows.data_ptr<index_t>();
+    // entry k (with r[-1] = -1 and r[m] = num_rows) sets rowptr[t] = k for r[k-1] < t <= r[k]
+    at::parallel_for(0, m + 1, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const int64_t prev = k == 0 ? -1 : static_cast<int64_t>(r[k - 1]);
+        const int64_t cur = k == m ? num_rows : static_cast<int64_t>(r[k]);
+        for (int64_t t = std::max<int64_t>(prev + 1, 0); t <= std::min(cur, num_rows); ++t) rp[t] = k;
+      }
+    });
+  });
+  return rowptr;
+}
+
+// Kipf & Welling's symmetric normalisation with PyG's add_remaining_self_loops, over the
+// destination-row CSR: w' = w with loop entries zeroed, lambda_i = the last existing loop's
+// weight of row i else `fill`, deg_i = sum w' + lambda_i, dinv = deg^-1/2 (0 where deg = 0),
+// values[k] = dinv[col k] w'[k] dinv[i], diag_i = dinv_i^2 lambda_i. Without loops (fill < 0):
+// deg_i = sum w, no diagonal (an empty tensor). Returns (values, diag).
+std::tuple<at::Tensor, at::Tensor> gcn_norm(const at::Tensor& rowptr, const at::Tensor& col,
+                                            const c10::optional<at::Tensor>& weight, double fill,
+                                            at::ScalarType dtype) {
+  check_csr(rowptr, col);
+  const int64_t n = rowptr.numel() - 1, nnz = col.numel();
+  const bool loops = fill >= 0;
+  const bool hw = weight.has_value() && weight->defined();
+  auto opts = col.options().dtype(dtype);
+  auto values = at::empty({nnz}, opts);
+  auto diag = at::empty({loops ? n : 0}, opts);
+  auto dinv = at::empty({n}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gcn_norm", [&] {
+    at::Tensor wt;
+    if (hw) wt = weight->to(dtype).contiguous();
+    const scalar_t* wp = hw ? wt.data_ptr<scalar_t>() : nullptr;
+    scalar_t* vp = values.data_ptr<scalar_t>();
+    scalar_t* dp = loops ? diag.data_ptr<scalar_t>() : nullptr;
+    scalar_t* ip = dinv.data_ptr<scalar_t>();
+    auto run = [&](auto* rp, auto* cl) {
+      at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          scalar_t deg = 0, lam = static_cast<scalar_t>(fill);
+          for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+            const scalar_t w = wp ? wp[k] : scalar_t(1);
+            if (loops && static_cast<int64_t>(cl[k]) == i) lam = w;
+            else deg += w;
+          }
+          if (loops) {
+            deg += lam;
+            dp[i] = lam;
+          }
+          ip[i] = deg == 0 ? scalar_t(0) : scalar_t(1) / std::sqrt(deg);
+        }
+      });
+      at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const scalar_t di = ip[i];
+          for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+            const int64_t j = cl[k];
+            const scalar_t w = (loops && j == i) ? scalar_t(0) : (wp ? wp[k] : scalar_t(1));
+            vp[k] = ip[j] * w * di;
+          }
+          if (loops) dp[i] = di * di * dp[i];
+        }
+      });
+    };
+    if (rowptr.scalar_type() == at::kInt) run(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>());
+    else run(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>());
+  });
+  return {values, diag};
+}
+
 // Stable counting sort of `key` (values in [0, num_bins)) carrying `other` along: the transpose of a
 // CSR in O(E + num_bins). Returns (rowptr int64 (num_bins + 1), perm int64 (entry k of the result
 // is input entry perm[k]), key[perm], other[perm]). Each thread counts and places its own chunk of
@@ -811,6 +890,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> counting_sort(const a
 }  // namespace
 
 TORCH_LIBRARY(graphdl_kernels, m) {
+  m.def("rowptr_from_sorted(Tensor rows, int num_rows) -> Tensor", &rowptr_from_sorted);
+  m.def("gcn_norm(Tensor rowptr, Tensor col, Tensor? weight, float fill, ScalarType dtype) -> (Tensor, Tensor)",
+        &gcn_norm);
   m.def("segment_sum_rows(Tensor ptr, Tensor x) -> Tensor", &segment_sum_rows);
   m.def("edge_gather_add(Tensor rowptr, Tensor col, Tensor(a!)? base, Tensor? yd, Tensor? ys, Tensor? bias,"
         " int channels, bool into_base) -> Tensor", &edge_gather_add);
