@@ -246,6 +246,8 @@ def split_linear(parts: list[tuple[Tensor, Tensor | None]], lin: nn.Linear, dims
 
 def _split_linear_fused(parts, lin: nn.Linear, ws, g) -> Tensor | None:
     """:func:`split_linear` on the edge kernel, or None where it does not apply."""
+    if torch.compiler.is_compiling() or kernels.disabled():  # data_ptr comparisons break a traced graph
+        return None
     def same(idx: Tensor, ref: Tensor) -> bool:  # g.src / g.dst are fresh views of edge_index on each access
         return idx.data_ptr() == ref.data_ptr() and idx.shape == ref.shape and idx.stride() == ref.stride()
 

@@ -184,30 +184,41 @@ def test_edge_gather_add_float64_and_gradients(parts):
 
 def test_gns_processor_step_equals_its_torch_op_path(monkeypatch):
     """graph_network with an edge MLP over [edge, dst, src] (the GNS processor): the fused first
-    layer and segment sums against GRAPHDL_KERNELS=0, values and gradients to float64 round-off."""
+    layer and segment sums against GRAPHDL_KERNELS=0."""
+    _assert_block_equals_torch_op_path("graph_network", {
+        "node_input": "node.h", "edge_input": "edge.e",
+        "edge_model": {"inputs": ["edge", "dst", "src"], "hidden": [8], "out_dim": 6, "out_norm": "layer"},
+        "node_model": {"inputs": ["agg", "node"], "hidden": [8], "out_dim": 6, "out_norm": "layer"},
+        "edge_to_node": "sum"}, width=6, seed=4, monkeypatch=monkeypatch)
+
+
+def _assert_block_equals_torch_op_path(block_name, params, width, seed, monkeypatch):
+    """Build ``block_name`` in float64, run it with the kernels and with ``GRAPHDL_KERNELS=0``:
+    outputs and the gradients of inputs and parameters equal to float64 round-off (sums over a
+    few edges in another order: ~1e-15)."""
     load_builtin_blocks()
-    g = _graph(n=9, seed=4)
+    g = _graph(n=9, seed=seed)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(g.num_nodes, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-    ef = torch.randn(g.num_edges, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(g.num_nodes, width, generator=gen, dtype=torch.float64, requires_grad=True)
+    ef = torch.randn(g.num_edges, width, generator=gen, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(0)
-    block = BLOCKS["graph_network"].build(
-        {"node_input": "node.h", "edge_input": "edge.e",
-         "edge_model": {"inputs": ["edge", "dst", "src"], "hidden": [8], "out_dim": 6, "out_norm": "layer"},
-         "node_model": {"inputs": ["agg", "node"], "hidden": [8], "out_dim": 6, "out_norm": "layer"},
-         "edge_to_node": "sum"},
-        {"node.h": 6, "edge.e": 6}).double()
+    block = BLOCKS[block_name].build(params, {"node.h": width, "edge.e": width}).double()
 
     def run():
         out = block(g, {"node.h": x, "edge.e": ef})
         loss = sum((v * torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view_as(v)).sum() for v in out.values())
-        return list(out.values()) + list(torch.autograd.grad(loss, [x, ef] + list(block.parameters())))
+        grads = torch.autograd.grad(loss, [x, ef] + list(block.parameters()), allow_unused=True)
+        return list(out.values()) + list(grads)
 
-    a = run()
+    with_kernels = run()
     monkeypatch.setenv("GRAPHDL_KERNELS", "0")
-    b = run()
-    for u, v in zip(a, b):
-        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+    without = run()
+    assert len(with_kernels) == len(without)
+    for a, b in zip(with_kernels, without):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def _bound(terms_abs_sum: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
@@ -260,32 +271,8 @@ def test_sigmoid_over_the_whole_float_range_and_nan():
     ("sage", {"out_dim": 8, "aggr": "max"}),
 ], ids=["gine", "gated_gcn", "res_gated", "sage_max_pool", "sage_max"])
 def test_layers_agree_with_their_torch_op_paths(name, params, monkeypatch):
-    """The block with the kernels and with GRAPHDL_KERNELS=0 (selector paths): outputs and the
-    gradients of inputs and parameters equal to float64 round-off (sums over a few edges in
-    another order: ~1e-15)."""
-    load_builtin_blocks()
-    g = _graph(n=9, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(g.num_nodes, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    ef = torch.randn(g.num_edges, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    torch.manual_seed(0)
-    block = BLOCKS[name].build(params, {"node.h": 8, "edge.e": 8}).double()
-
-    def run():
-        out = block(g, {"node.h": x, "edge.e": ef})
-        loss = sum((v * torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view_as(v)).sum() for v in out.values())
-        grads = torch.autograd.grad(loss, [x, ef] + list(block.parameters()), allow_unused=True)
-        return list(out.values()) + list(grads)
-
-    with_kernels = run()
-    monkeypatch.setenv("GRAPHDL_KERNELS", "0")
-    without = run()
-    assert len(with_kernels) == len(without)
-    for a, b in zip(with_kernels, without):
-        if a is None or b is None:
-            assert a is None and b is None
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    """The block with the kernels and with GRAPHDL_KERNELS=0 (selector / gather paths)."""
+    _assert_block_equals_torch_op_path(name, params, width=8, seed=3, monkeypatch=monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])

@@ -1,7 +1,7 @@
 // graphdl's fused CPU edge kernels: message passing over a CSR (rows = destinations) without
 // materialising (E, C) edge tensors that the math does not need.
 //
-// Every kernel walks rows of a CSR (`rowptr`, `col`), in parallel over rows (at::parallel_for),
+// Every kernel walks rows of a CSR (`rowptr`, `col`), in parallel over rows (for_each_row),
 // and accumulates into the row's output in the kernel's own loop, so no two threads write one
 // row and no atomics are needed. Gradients that land on the *source* side are computed by the
 // same walk over the transposed CSR (`t_rowptr`, `t_col` = the destination of each entry,
@@ -25,6 +25,29 @@
 namespace {
 
 constexpr int64_t kGrain = 256;  // rows per parallel task
+
+// body(i) for every row i in [0, n), rows split across threads (a row is never shared).
+template <typename F>
+inline void for_each_row(int64_t n, F&& body) {
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) body(i);
+  });
+}
+
+template <typename T>
+inline void zero_row(T* o, int64_t c) {
+  for (int64_t f = 0; f < c; ++f) o[f] = T(0);
+}
+
+template <typename T>
+inline void add_row(T* o, const T* r, int64_t c) {  // o += r
+  for (int64_t f = 0; f < c; ++f) o[f] += r[f];
+}
+
+template <typename T>
+inline void axpy_row(T* o, T a, const T* r, int64_t c) {  // o += a r
+  for (int64_t f = 0; f < c; ++f) o[f] += a * r[f];
+}
 
 // exp for float32 written so that GCC vectorises loops calling it (glibc's expf is a scalar
 // call): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then exp(r) by the classic degree-7
@@ -97,18 +120,16 @@ at::Tensor csr_sum(const at::Tensor& rowptr, const at::Tensor& col, const c10::o
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = weighted ? values->data_ptr<scalar_t>() : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* o = op + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
-          if (wp) {
-            const scalar_t w = wp[k];
-            for (int64_t f = 0; f < c; ++f) o[f] += w * xr[f];
-          } else {
-            for (int64_t f = 0; f < c; ++f) o[f] += xr[f];
-          }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+        if (wp) {
+          const scalar_t w = wp[k];
+          axpy_row(o, w, xr, c);
+        } else {
+          add_row(o, xr, c);
         }
       }
     });
@@ -128,14 +149,12 @@ at::Tensor csr_sum_rows(const at::Tensor& rowptr, const at::Tensor& idx, const a
     const int64_t* ix = idx.data_ptr<int64_t>();
     const scalar_t* rw = rows.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* o = op + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* r = rw + ix[k] * c;
-          for (int64_t f = 0; f < c; ++f) o[f] += r[f];
-        }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* r = rw + ix[k] * c;
+        add_row(o, r, c);
       }
     });
   });
@@ -155,17 +174,15 @@ at::Tensor relu_sum(const at::Tensor& rowptr, const at::Tensor& col, const at::T
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* ep = e.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        scalar_t* o = op + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
-          const scalar_t* er = ep + k * c;
-          for (int64_t f = 0; f < c; ++f) {
-            const scalar_t m = xr[f] + er[f];
-            o[f] += m > 0 ? m : scalar_t(0);
-          }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+        const scalar_t* er = ep + k * c;
+        for (int64_t f = 0; f < c; ++f) {
+          const scalar_t m = xr[f] + er[f];
+          o[f] += m > 0 ? m : scalar_t(0);
         }
       }
     });
@@ -189,15 +206,13 @@ at::Tensor relu_sum_backward(const at::Tensor& rowptr, const at::Tensor& col, co
     const scalar_t* ep = e.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* gep = ge.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        const scalar_t* gi = gp + i * c;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
-          const scalar_t* er = ep + k * c;
-          scalar_t* o = gep + k * c;
-          for (int64_t f = 0; f < c; ++f) o[f] = (xr[f] + er[f]) > 0 ? gi[f] : scalar_t(0);
-        }
+    for_each_row(n, [&](int64_t i) {
+      const scalar_t* gi = gp + i * c;
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+        const scalar_t* er = ep + k * c;
+        scalar_t* o = gep + k * c;
+        for (int64_t f = 0; f < c; ++f) o[f] = (xr[f] + er[f]) > 0 ? gi[f] : scalar_t(0);
       }
     });
   });
@@ -220,17 +235,15 @@ at::Tensor gated_sum(const at::Tensor& rowptr, const at::Tensor& col, const at::
     const scalar_t* qp = qs.data_ptr<scalar_t>();
     const scalar_t* vp = v.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        scalar_t* o = op + i * c;
-        const scalar_t* ki = kp + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const int64_t j = cl[k];
-          const scalar_t* qj = qp + j * c;
-          const scalar_t* vj = vp + j * c;
-          for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(ki[f] + qj[f]) * vj[f];
-        }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      const scalar_t* ki = kp + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const int64_t j = cl[k];
+        const scalar_t* qj = qp + j * c;
+        const scalar_t* vj = vp + j * c;
+        for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(ki[f] + qj[f]) * vj[f];
       }
     });
   });
@@ -252,20 +265,18 @@ at::Tensor gated_sum_backward_dst(const at::Tensor& rowptr, const at::Tensor& co
     const scalar_t* vp = v.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* op = gk.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        scalar_t* o = op + i * c;
-        const scalar_t* ki = kp + i * c;
-        const scalar_t* gi = gp + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const int64_t j = cl[k];
-          const scalar_t* qj = qp + j * c;
-          const scalar_t* vj = vp + j * c;
-          for (int64_t f = 0; f < c; ++f) {
-            const scalar_t s = sigmoid(ki[f] + qj[f]);
-            o[f] += gi[f] * vj[f] * s * (scalar_t(1) - s);
-          }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      const scalar_t* ki = kp + i * c;
+      const scalar_t* gi = gp + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const int64_t j = cl[k];
+        const scalar_t* qj = qp + j * c;
+        const scalar_t* vj = vp + j * c;
+        for (int64_t f = 0; f < c; ++f) {
+          const scalar_t s = sigmoid(ki[f] + qj[f]);
+          o[f] += gi[f] * vj[f] * s * (scalar_t(1) - s);
         }
       }
     });
@@ -292,23 +303,21 @@ std::tuple<at::Tensor, at::Tensor> gated_sum_backward_src(const at::Tensor& t_ro
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* gqp = gq.data_ptr<scalar_t>();
     scalar_t* gvp = gv.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t j = b; j < end; ++j) {
-        scalar_t* oq = gqp + j * c;
-        scalar_t* ov = gvp + j * c;
-        const scalar_t* qj = qp + j * c;
-        const scalar_t* vj = vp + j * c;
-        for (int64_t f = 0; f < c; ++f) oq[f] = ov[f] = 0;
-        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
-          const int64_t i = cl[k];
-          const scalar_t* ki = kp + i * c;
-          const scalar_t* gi = gp + i * c;
-          for (int64_t f = 0; f < c; ++f) {
-            const scalar_t s = sigmoid(ki[f] + qj[f]);
-            const scalar_t gs = gi[f] * s;
-            ov[f] += gs;
-            oq[f] += gs * vj[f] * (scalar_t(1) - s);
-          }
+    for_each_row(n, [&](int64_t j) {
+      scalar_t* oq = gqp + j * c;
+      scalar_t* ov = gvp + j * c;
+      const scalar_t* qj = qp + j * c;
+      const scalar_t* vj = vp + j * c;
+      for (int64_t f = 0; f < c; ++f) oq[f] = ov[f] = 0;
+      for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+        const int64_t i = cl[k];
+        const scalar_t* ki = kp + i * c;
+        const scalar_t* gi = gp + i * c;
+        for (int64_t f = 0; f < c; ++f) {
+          const scalar_t s = sigmoid(ki[f] + qj[f]);
+          const scalar_t gs = gi[f] * s;
+          ov[f] += gs;
+          oq[f] += gs * vj[f] * (scalar_t(1) - s);
         }
       }
     });
@@ -346,34 +355,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_edge_forward(const at::Tens
     scalar_t* np_ = num.data_ptr<scalar_t>();
     scalar_t* dp = with_den ? den.data_ptr<scalar_t>() : nullptr;
     scalar_t* ehp = e_hat.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        scalar_t* o = np_ + i * c;
-        const scalar_t* ai = ap + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        if (dp)
-          for (int64_t f = 0; f < c; ++f) dp[i * c + f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const int64_t j = cl[k];
-          const scalar_t* bj = bp + j * c;
-          const scalar_t* vj = vp + j * c;
-          scalar_t* eh = ehp + k * c;
-          if (cp) {
-            const scalar_t* ck = cp + k * c;
-            for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f] + ck[f];
-          } else {
-            for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f];
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = np_ + i * c;
+      const scalar_t* ai = ap + i * c;
+      zero_row(o, c);
+      if (dp)
+        for (int64_t f = 0; f < c; ++f) dp[i * c + f] = 0;
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const int64_t j = cl[k];
+        const scalar_t* bj = bp + j * c;
+        const scalar_t* vj = vp + j * c;
+        scalar_t* eh = ehp + k * c;
+        if (cp) {
+          const scalar_t* ck = cp + k * c;
+          for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f] + ck[f];
+        } else {
+          for (int64_t f = 0; f < c; ++f) eh[f] = ai[f] + bj[f];
+        }
+        if (dp) {
+          scalar_t* di = dp + i * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t s = sigmoid(eh[f]);
+            o[f] += s * vj[f];
+            di[f] += s;
           }
-          if (dp) {
-            scalar_t* di = dp + i * c;
-            for (int64_t f = 0; f < c; ++f) {
-              const scalar_t s = sigmoid(eh[f]);
-              o[f] += s * vj[f];
-              di[f] += s;
-            }
-          } else {
-            for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(eh[f]) * vj[f];
-          }
+        } else {
+          for (int64_t f = 0; f < c; ++f) o[f] += sigmoid(eh[f]) * vj[f];
         }
       }
     });
@@ -409,34 +416,32 @@ std::tuple<at::Tensor, at::Tensor> gated_edge_backward_dst(const at::Tensor& row
     const scalar_t* gep = has_ge ? g_ehat->data_ptr<scalar_t>() : nullptr;
     scalar_t* dp = d.data_ptr<scalar_t>();
     scalar_t* gap = gax.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t i = b; i < end; ++i) {
-        scalar_t* o = gap + i * c;
-        const scalar_t* gn = gnp + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const int64_t j = cl[k];
-          const scalar_t* vj = vp + j * c;
-          const scalar_t* eh = ehp + k * c;
-          scalar_t* dk = dp + k * c;
-          if (gdp) {
-            const scalar_t* gd = gdp + i * c;
-            for (int64_t f = 0; f < c; ++f) {
-              const scalar_t s = sigmoid(eh[f]);
-              dk[f] = (gn[f] * vj[f] + gd[f]) * s * (scalar_t(1) - s);
-            }
-          } else {
-            for (int64_t f = 0; f < c; ++f) {
-              const scalar_t s = sigmoid(eh[f]);
-              dk[f] = gn[f] * vj[f] * s * (scalar_t(1) - s);
-            }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = gap + i * c;
+      const scalar_t* gn = gnp + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const int64_t j = cl[k];
+        const scalar_t* vj = vp + j * c;
+        const scalar_t* eh = ehp + k * c;
+        scalar_t* dk = dp + k * c;
+        if (gdp) {
+          const scalar_t* gd = gdp + i * c;
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t s = sigmoid(eh[f]);
+            dk[f] = (gn[f] * vj[f] + gd[f]) * s * (scalar_t(1) - s);
           }
-          if (gep) {
-            const scalar_t* ge = gep + k * c;
-            for (int64_t f = 0; f < c; ++f) dk[f] += ge[f];
+        } else {
+          for (int64_t f = 0; f < c; ++f) {
+            const scalar_t s = sigmoid(eh[f]);
+            dk[f] = gn[f] * vj[f] * s * (scalar_t(1) - s);
           }
-          for (int64_t f = 0; f < c; ++f) o[f] += dk[f];
         }
+        if (gep) {
+          const scalar_t* ge = gep + k * c;
+          add_row(dk, ge, c);
+        }
+        add_row(o, dk, c);
       }
     });
   });
@@ -465,21 +470,19 @@ std::tuple<at::Tensor, at::Tensor> gated_edge_backward_src(const at::Tensor& t_r
     const scalar_t* gnp = g_num.data_ptr<scalar_t>();
     scalar_t* gbp = gbx.data_ptr<scalar_t>();
     scalar_t* gvp = gvx.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t end) {
-      for (int64_t j = b; j < end; ++j) {
-        scalar_t* ob = gbp + j * c;
-        scalar_t* ov = gvp + j * c;
-        for (int64_t f = 0; f < c; ++f) ob[f] = ov[f] = 0;
-        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
-          const int64_t e = tc[k];
-          const int64_t i = cl[k];
-          const scalar_t* eh = ehp + e * c;
-          const scalar_t* de = dp + e * c;
-          const scalar_t* gn = gnp + i * c;
-          for (int64_t f = 0; f < c; ++f) {
-            ob[f] += de[f];
-            ov[f] += gn[f] * sigmoid(eh[f]);
-          }
+    for_each_row(n, [&](int64_t j) {
+      scalar_t* ob = gbp + j * c;
+      scalar_t* ov = gvp + j * c;
+      for (int64_t f = 0; f < c; ++f) ob[f] = ov[f] = 0;
+      for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+        const int64_t e = tc[k];
+        const int64_t i = cl[k];
+        const scalar_t* eh = ehp + e * c;
+        const scalar_t* de = dp + e * c;
+        const scalar_t* gn = gnp + i * c;
+        for (int64_t f = 0; f < c; ++f) {
+          ob[f] += de[f];
+          ov[f] += gn[f] * sigmoid(eh[f]);
         }
       }
     });
@@ -504,19 +507,17 @@ at::Tensor csr_sum_heads(const at::Tensor& rowptr, const at::Tensor& col, const 
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* vp = values.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* o = op + i * w;
-        for (int64_t f = 0; f < w; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * w;
-          const scalar_t* vk = vp + k * nh;
-          for (int64_t h = 0; h < nh; ++h) {
-            const scalar_t a = vk[h];
-            scalar_t* oh = o + h * c;
-            const scalar_t* xh = xr + h * c;
-            for (int64_t f = 0; f < c; ++f) oh[f] += a * xh[f];
-          }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * w;
+      zero_row(o, w);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * w;
+        const scalar_t* vk = vp + k * nh;
+        for (int64_t h = 0; h < nh; ++h) {
+          const scalar_t a = vk[h];
+          scalar_t* oh = o + h * c;
+          const scalar_t* xh = xr + h * c;
+          axpy_row(oh, a, xh, c);
         }
       }
     });
@@ -568,21 +569,19 @@ at::Tensor csr_max(const at::Tensor& rowptr, const at::Tensor& col, const at::Te
     const index_t* cl = col.data_ptr<index_t>();
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* o = op + i * c;
-        if (rp[i] == rp[i + 1]) {
-          for (int64_t f = 0; f < c; ++f) o[f] = 0;
-          continue;
-        }
-        const scalar_t* x0 = xp + static_cast<int64_t>(cl[rp[i]]) * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = x0[f];
-        for (int64_t k = rp[i] + 1; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
-          for (int64_t f = 0; f < c; ++f) {
-            const scalar_t v = xr[f];
-            o[f] = (v > o[f] || v != v) && o[f] == o[f] ? v : o[f];
-          }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      if (rp[i] == rp[i + 1]) {
+        zero_row(o, c);
+        return;  // next row
+      }
+      const scalar_t* x0 = xp + static_cast<int64_t>(cl[rp[i]]) * c;
+      for (int64_t f = 0; f < c; ++f) o[f] = x0[f];
+      for (int64_t k = rp[i] + 1; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+        for (int64_t f = 0; f < c; ++f) {
+          const scalar_t v = xr[f];
+          o[f] = (v > o[f] || v != v) && o[f] == o[f] ? v : o[f];
         }
       }
     });
@@ -607,18 +606,16 @@ at::Tensor csr_max_share(const at::Tensor& rowptr, const at::Tensor& col, const 
     const scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* sp = share.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* s = sp + i * c;
-        const scalar_t* o = op + i * c;
-        for (int64_t f = 0; f < c; ++f) s[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
-          for (int64_t f = 0; f < c; ++f) s[f] += xr[f] == o[f] ? scalar_t(1) : scalar_t(0);
-        }
-        const scalar_t* gi = gp + i * c;
-        for (int64_t f = 0; f < c; ++f) s[f] = gi[f] / (s[f] > 0 ? s[f] : scalar_t(1));
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* s = sp + i * c;
+      const scalar_t* o = op + i * c;
+      zero_row(s, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* xr = xp + static_cast<int64_t>(cl[k]) * c;
+        for (int64_t f = 0; f < c; ++f) s[f] += xr[f] == o[f] ? scalar_t(1) : scalar_t(0);
       }
+      const scalar_t* gi = gp + i * c;
+      for (int64_t f = 0; f < c; ++f) s[f] = gi[f] / (s[f] > 0 ? s[f] : scalar_t(1));
     });
   });
   return share;
@@ -639,17 +636,15 @@ at::Tensor csr_max_backward_src(const at::Tensor& t_rowptr, const at::Tensor& t_
     const scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t* sp = share.data_ptr<scalar_t>();
     scalar_t* gp = gx.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) {
-        scalar_t* gj = gp + j * c;
-        const scalar_t* xj = xp + j * c;
-        for (int64_t f = 0; f < c; ++f) gj[f] = 0;
-        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
-          const int64_t i = cl[k];
-          const scalar_t* o = op + i * c;
-          const scalar_t* s = sp + i * c;
-          for (int64_t f = 0; f < c; ++f) gj[f] += xj[f] == o[f] ? s[f] : scalar_t(0);
-        }
+    for_each_row(n, [&](int64_t j) {
+      scalar_t* gj = gp + j * c;
+      const scalar_t* xj = xp + j * c;
+      zero_row(gj, c);
+      for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+        const int64_t i = cl[k];
+        const scalar_t* o = op + i * c;
+        const scalar_t* s = sp + i * c;
+        for (int64_t f = 0; f < c; ++f) gj[f] += xj[f] == o[f] ? s[f] : scalar_t(0);
       }
     });
   });
@@ -668,14 +663,12 @@ at::Tensor segment_sum_rows(const at::Tensor& ptr, const at::Tensor& x) {
     const index_t* rp = ptr.data_ptr<index_t>();
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        scalar_t* o = op + i * c;
-        for (int64_t f = 0; f < c; ++f) o[f] = 0;
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          const scalar_t* r = xp + k * c;
-          for (int64_t f = 0; f < c; ++f) o[f] += r[f];
-        }
+    for_each_row(n, [&](int64_t i) {
+      scalar_t* o = op + i * c;
+      zero_row(o, c);
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        const scalar_t* r = xp + k * c;
+        add_row(o, r, c);
       }
     });
   });
@@ -714,27 +707,25 @@ at::Tensor edge_gather_add(const at::Tensor& rowptr, const at::Tensor& col, cons
     const scalar_t* sp = hs ? ys->data_ptr<scalar_t>() : nullptr;
     const scalar_t* biasp = hbias ? bias->data_ptr<scalar_t>() : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-          scalar_t* o = op + k * c;
-          if (bp) {
-            const scalar_t* r = bp + k * c;
-            for (int64_t f = 0; f < c; ++f) o[f] = r[f];
-          } else {
-            for (int64_t f = 0; f < c; ++f) o[f] = 0;
-          }
-          if (dp) {
-            const scalar_t* r = dp + i * c;
-            for (int64_t f = 0; f < c; ++f) o[f] += r[f];
-          }
-          if (sp) {
-            const scalar_t* r = sp + static_cast<int64_t>(cl[k]) * c;
-            for (int64_t f = 0; f < c; ++f) o[f] += r[f];
-          }
-          if (biasp)
-            for (int64_t f = 0; f < c; ++f) o[f] += biasp[f];
+    for_each_row(n, [&](int64_t i) {
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+        scalar_t* o = op + k * c;
+        if (bp) {
+          const scalar_t* r = bp + k * c;
+          for (int64_t f = 0; f < c; ++f) o[f] = r[f];
+        } else {
+          zero_row(o, c);
         }
+        if (dp) {
+          const scalar_t* r = dp + i * c;
+          add_row(o, r, c);
+        }
+        if (sp) {
+          const scalar_t* r = sp + static_cast<int64_t>(cl[k]) * c;
+          add_row(o, r, c);
+        }
+        if (biasp)
+          add_row(o, biasp, c);
       }
     });
   });
