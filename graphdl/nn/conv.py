@@ -234,6 +234,13 @@ def _selector(g, side: str, x: Tensor) -> Tensor | None:
     return sel
 
 
+def _selectors(g, x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(src selector, dst selector)`` of :func:`_selector`, or None where they do not apply;
+    built only on the paths that use them (a fresh batch pays two sparse-tensor builds)."""
+    sel_src = _selector(g, "src", x)
+    return None if sel_src is None else (sel_src, _selector(g, "dst", x))
+
+
 def _gather(g, x: Tensor, side: str) -> Tensor:
     """Rows of ``x`` at each edge's ``src`` or ``dst``: ``(N, *) -> (E, *)``."""
     index = g.src if side == "src" else g.dst
@@ -772,11 +779,10 @@ class GINE(_GINBase):
         e = f[p.edge_input]
         if self.lin_edge is not None:
             e = self.lin_edge(e)
-        sel_src, sel_dst = _selector(g, "src", x), _selector(g, "dst", x)
         if e.dtype == x.dtype and e.dim() == 2 and x.dim() == 2 and kernels.usable(x, e):
             agg = relu_edge_sum(x, e, *_csr_pair(g))  # fused C++ kernel: no (E, C) message
-        elif sel_src is not None and e.dtype == x.dtype and e.dim() == 2:
-            agg = _ReluEdgeSum.apply(x, e, g.src, g.dst, sel_src, sel_dst)
+        elif (sels := _selectors(g, x)) is not None and e.dtype == x.dtype and e.dim() == 2:
+            agg = _ReluEdgeSum.apply(x, e, g.src, g.dst, *sels)
         else:
             agg = _gather_reduce(g, torch.relu(_gather(g, x, "src") + e), "sum")
         out = torch.addcmul(agg, 1 + self.eps, x)
@@ -902,7 +908,6 @@ class GatedGCN(Block):
         b = None if self.A.bias is None else torch.cat([self.A.bias, self.B.bias, self.V.bias])
         ax, bx, vx = F.linear(x, w, b).split(m, dim=-1)
         ce = self.C(f[p.edge_input]) if self.C is not None else None
-        sel_src, sel_dst = _selector(g, "src", x), _selector(g, "dst", x)
         eps = p.eps if p.normalize_gates else None
         if x.dim() == 2 and (ce is None or ce.dtype == x.dtype) and kernels.usable(x, ce):
             # fused C++ kernels; ResGatedGraphConv's form (no edge output) writes no (E, m) tensor at all
@@ -910,10 +915,10 @@ class GatedGCN(Block):
                 agg, e_hat = gated_sum(ax, bx, vx, *_csr_pair(g)), None
             else:
                 agg, e_hat = gated_edge(ax, bx, vx, ce, *_csr_pair(g), eps, overwrite_ce=True)  # ce: ours alone
-        elif sel_src is not None and (ce is None or ce.dtype == x.dtype):
-            # fused: the gate, gated message and reduction without autograd's (E, m) intermediates
-            agg, e_hat = _GatedAggregate.apply(ax, bx, vx, ce, g.src, g.dst, sel_src, sel_dst,
-                                               p.eps if p.normalize_gates else None)
+        elif (sels := _selectors(g, x)) is not None and (ce is None or ce.dtype == x.dtype):
+            # without the kernels: the gate, gated message and reduction without autograd's (E, m)
+            # intermediates, over the selectors
+            agg, e_hat = _GatedAggregate.apply(ax, bx, vx, ce, g.src, g.dst, *sels, eps)
         else:
             # in place on fresh (E, m) buffers: each new one costs a page-faulting allocation on CPU
             e_hat = _gather(g, ax, "dst").add_(_gather(g, bx, "src"))

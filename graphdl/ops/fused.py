@@ -24,13 +24,9 @@ from torch import Tensor
 from torch.autograd import Function
 
 from graphdl.ops.csr import CSR
-from graphdl.ops.kernels import ops
+from graphdl.ops.kernels import index_pair, ops
 
-
-def _idx(csr: CSR) -> tuple[Tensor, Tensor]:
-    rowptr = csr.rowptr
-    col = csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype)
-    return rowptr, col
+_idx = index_pair
 
 
 def _edges(csr: CSR) -> tuple[Tensor, Tensor]:

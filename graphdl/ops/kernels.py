@@ -115,6 +115,12 @@ def usable_index(*tensors: torch.Tensor) -> bool:
     return build()
 
 
+def index_pair(csr) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rowptr, col)`` of a CSR in one integer dtype (the kernels take int32 or int64 pairs)."""
+    rowptr = csr.rowptr
+    return rowptr, (csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype))
+
+
 def ops():
     """The registered ops (``torch.ops.graphdl_kernels``); call :func:`usable` first."""
     return torch.ops.graphdl_kernels

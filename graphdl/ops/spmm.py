@@ -159,8 +159,7 @@ def _spmm_sum(pattern: _Pattern, x: Tensor, values: Tensor | None) -> Tensor:
     if nnz == 0 or nrows == 0 or x[0].numel() == 0:
         return x.new_zeros((nrows,) + tuple(x.shape[1:]))
     if x.dim() in (2, 3) and kernels.usable(x, values):  # graphdl's own row-parallel kernels (ops/kernels.py)
-        rowptr = csr.rowptr
-        col = csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype)
+        rowptr, col = kernels.index_pair(csr)
         if x.dim() == 3:  # heads: values (nnz, H)
             return kernels.ops().csr_sum_heads(rowptr, col, values.contiguous(), x.contiguous())  # type: ignore[union-attr]
         return kernels.ops().csr_sum(rowptr, col, None if values is None else values.contiguous(), x.contiguous())
@@ -187,8 +186,7 @@ def _sddmm(pattern: _Pattern, a: Tensor, b: Tensor) -> Tensor:
     csr = pattern.csr
     nnz = csr.nnz
     if kernels.usable(a, b) and a.dtype == b.dtype:  # graphdl's row-parallel kernel
-        rowptr = csr.rowptr
-        col = csr.col if csr.col.dtype == rowptr.dtype else csr.col.to(rowptr.dtype)
+        rowptr, col = kernels.index_pair(csr)
         a3, b3 = (a.unsqueeze(1), b.unsqueeze(1)) if a.dim() == 2 else (a, b)
         out = kernels.ops().sddmm_heads(rowptr, col, a3.contiguous(), b3.contiguous())
         return out.squeeze(1) if a.dim() == 2 else out
